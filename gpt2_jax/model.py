@@ -1,0 +1,238 @@
+"""GPT-2 as pure functional Flax: `init_params` returns a plain pytree, `forward` is a pure function.
+
+Parameter names follow OpenAI/HF (wte, wpe, h, ln_1, attn/c_attn, attn/c_proj, ln_2, mlp/c_fc,
+mlp/c_proj, ln_f). The blocks' parameters are always stacked on a leading `layers` axis under `h`,
+whether the forward pass scans over them or unrolls the loop, so one checkpoint layout serves both.
+c_attn is stored as [embed, 3, heads, kv] so tensor parallelism splits heads, never q/k/v.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gpt2_jax import attention
+from gpt2_jax.config import GPT2Config
+
+Params = dict[str, Any]
+_ACT = ("activation_batch", "activation_length", "activation_embed")
+
+
+def _normal(std):
+    return nn.initializers.normal(stddev=std)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm in fp32 (GPT-2 eps 1e-5), params `scale` and `bias` over the embed axis."""
+    eps: float
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        d = x_BTD.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (d,))
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (d,))
+        x = x_BTD.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+
+
+class Dense(nn.Module):
+    """y = x·W + b with W of shape in_shape + out_shape, computed in `dtype`, params in fp32."""
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    std: float
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        n_in, n_out = len(self.in_shape), len(self.out_shape)
+        kernel = self.param("kernel", nn.with_logical_partitioning(_normal(self.std), self.axes),
+                            self.in_shape + self.out_shape)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                               self.axes[n_in:]), self.out_shape)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        return y + bias.astype(self.dtype)
+
+
+class Attention(nn.Module):
+    cfg: GPT2Config
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x_BTD, kv_cache, mask_BTS, cache_index):
+        c, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        h, k = c.n_head, c.head_dim
+        qkv_BT3HK = Dense((c.n_embd,), (3, h, k), ("embed", "qkv", "heads", "kv"),
+                          c.initializer_range, dt, name="c_attn")(x_BTD)
+        q_BTHK, k_BTHK, v_BTHK = (qkv_BT3HK[:, :, i] for i in range(3))
+        new_cache = None
+        if kv_cache is not None:  # write this step's keys/values at cache_index, attend to all slots
+            k_BSHK = jax.lax.dynamic_update_slice_in_dim(kv_cache["k"], k_BTHK.astype(kv_cache["k"].dtype),
+                                                         cache_index, axis=1)
+            v_BSHK = jax.lax.dynamic_update_slice_in_dim(kv_cache["v"], v_BTHK.astype(kv_cache["v"].dtype),
+                                                         cache_index, axis=1)
+            new_cache = {"k": k_BSHK, "v": v_BSHK}
+            o_BTHK = attention.reference_attention(q_BTHK, k_BSHK.astype(dt), v_BSHK.astype(dt), mask_BTS)
+        elif mask_BTS is not None or (c.dropout > 0 and not self.deterministic):
+            rng = None if self.deterministic else self.make_rng("dropout")
+            o_BTHK = attention.reference_attention(q_BTHK, k_BTHK, v_BTHK, mask_BTS,
+                                                   dropout_rate=c.dropout, dropout_rng=rng)
+        else:
+            o_BTHK = attention.causal_attention(q_BTHK, k_BTHK, v_BTHK, impl=c.attention,
+                                                block_size=c.attn_block_size)
+        o_BTHK = nn.with_logical_constraint(o_BTHK, ("activation_batch", "activation_length",
+                                                     "activation_heads", "activation_kv"))
+        y_BTD = Dense((h, k), (c.n_embd,), ("heads", "kv", "embed"),
+                      c.initializer_range / math.sqrt(2 * c.n_layer), dt, name="c_proj")(o_BTHK)
+        return y_BTD, new_cache
+
+
+class MLP(nn.Module):
+    cfg: GPT2Config
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        c, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        h_BTF = Dense((c.n_embd,), (c.mlp_dim,), ("embed", "mlp"), c.initializer_range, dt,
+                      name="c_fc")(x_BTD)
+        h_BTF = nn.with_logical_constraint(jax.nn.gelu(h_BTF, approximate=True),
+                                           ("activation_batch", "activation_length", "activation_mlp"))
+        return Dense((c.mlp_dim,), (c.n_embd,), ("mlp", "embed"),
+                     c.initializer_range / math.sqrt(2 * c.n_layer), dt, name="c_proj")(h_BTF)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)); x + mlp(ln_2(x)). Scan-compatible signature."""
+    cfg: GPT2Config
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x_BTD, kv_cache, mask_BTS, cache_index):
+        c = self.cfg
+        drop = lambda y: nn.Dropout(c.dropout, deterministic=self.deterministic)(y)
+        a_BTD, new_cache = Attention(c, self.deterministic, name="attn")(
+            LayerNorm(c.layer_norm_epsilon, name="ln_1")(x_BTD), kv_cache, mask_BTS, cache_index)
+        x_BTD = x_BTD + drop(a_BTD).astype(x_BTD.dtype)
+        m_BTD = MLP(c, name="mlp")(LayerNorm(c.layer_norm_epsilon, name="ln_2")(x_BTD))
+        x_BTD = x_BTD + drop(m_BTD).astype(x_BTD.dtype)
+        return nn.with_logical_constraint(x_BTD, _ACT), new_cache
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class GPT2(nn.Module):
+    cfg: GPT2Config
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, tokens_BT, positions_BT, kv_cache=None, mask_BTS=None, cache_index=0):
+        c = self.cfg
+        wte = self.param("wte", nn.with_logical_partitioning(_normal(c.initializer_range), ("vocab", "embed")),
+                         (c.vocab_size, c.n_embd))
+        wpe = self.param("wpe", nn.with_logical_partitioning(_normal(c.initializer_range), ("positions", "embed")),
+                         (c.n_positions, c.n_embd))
+        x_BTD = (jnp.take(wte, tokens_BT, axis=0) + jnp.take(wpe, positions_BT, axis=0))
+        x_BTD = nn.Dropout(c.dropout, deterministic=self.deterministic)(x_BTD)
+        x_BTD = nn.with_logical_constraint(x_BTD, _ACT)
+
+        block = Block
+        if c.remat != "none":
+            block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat], prevent_cse=not c.scan_layers,
+                             static_argnums=())
+        stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                        in_axes=(0, nn.broadcast, nn.broadcast), length=c.n_layer,
+                        unroll=1 if c.scan_layers else c.n_layer,
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+        x_BTD, new_cache = stack(c, self.deterministic, name="h")(x_BTD, kv_cache, mask_BTS, cache_index)
+
+        x_BTD = LayerNorm(c.layer_norm_epsilon, name="ln_f")(x_BTD)
+        logits_BTV = jnp.einsum("btd,vd->btv", x_BTD.astype(c.dtype), wte.astype(c.dtype),
+                                preferred_element_type=jnp.float32)
+        logits_BTV = nn.with_logical_constraint(logits_BTV, ("activation_batch", "activation_length",
+                                                             "activation_vocab"))
+        return logits_BTV, new_cache
+
+
+def _abstract_boxed(cfg: GPT2Config):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: GPT2(cfg).init(jax.random.key(0), tokens, tokens))["params"]
+
+
+def init_params(cfg: GPT2Config, key: jax.Array) -> Params:
+    """Fresh GPT-2 parameters (fp32): N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
+    zero biases, unit LayerNorm scales. Returns a plain nested dict of arrays."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    boxed = jax.jit(lambda k: GPT2(cfg).init(k, tokens, tokens)["params"])(key)
+    return nn.meta.unbox(boxed)
+
+
+def param_shapes(cfg: GPT2Config) -> Params:
+    """The parameter pytree as `jax.ShapeDtypeStruct`s, without allocating anything."""
+    return nn.meta.unbox(_abstract_boxed(cfg))
+
+
+def param_logical_axes(cfg: GPT2Config) -> Params:
+    """A pytree like the params whose leaves are `PartitionSpec`s of logical axis names."""
+    return nn.get_partition_spec(_abstract_boxed(cfg))
+
+
+def count_params(params: Params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
+            positions_BT: jax.Array | None = None, key_mask_BT: jax.Array | None = None,
+            rng: jax.Array | None = None) -> jax.Array:
+    """Logits float32 [B, T, vocab] for int tokens [B, T]. Pure and jit-able (cfg is static).
+
+    `key_mask_BT` marks real tokens (False = padding, never attended to); `rng` turns dropout on.
+    """
+    b, t = tokens_BT.shape
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    mask_BTS = None
+    if key_mask_BT is not None:
+        mask_BTS = key_mask_BT[:, None, :] & jnp.tril(jnp.ones((t, t), bool))[None]
+    rngs = {"dropout": rng} if rng is not None else None
+    logits_BTV, _ = GPT2(cfg, deterministic=rng is None).apply(
+        {"params": params}, tokens_BT, positions_BT, None, mask_BTS, 0, rngs=rngs)
+    return logits_BTV
+
+
+def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
+    """An empty KV cache of `max_len` slots: k/v [layers, B, S, heads, head_dim], valid-slot mask, index."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.n_layer, batch_size, max_len, cfg.n_head, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "mask": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
+
+
+def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
+                   cache: dict[str, jax.Array], cfg: GPT2Config,
+                   token_mask_BT: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Run T new tokens against a KV cache; returns their logits and the cache advanced by T slots.
+
+    Slot order is time order (prompts are left-padded), so slot s is visible to the token in slot
+    t iff s <= t and slot s holds a real token (`token_mask_BT` False marks padding)."""
+    b, t = tokens_BT.shape
+    s = cache["mask"].shape[1]
+    index = cache["index"]
+    if token_mask_BT is None:
+        token_mask_BT = jnp.ones((b, t), bool)
+    mask_BS = jax.lax.dynamic_update_slice_in_dim(cache["mask"], token_mask_BT, index, axis=1)
+    causal_TS = (index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
+    mask_BTS = mask_BS[:, None, :] & causal_TS[None]
+    kv = {"k": cache["k"], "v": cache["v"]}
+    logits_BTV, new_kv = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT, kv, mask_BTS, index)
+    return logits_BTV, {"k": new_kv["k"], "v": new_kv["v"], "mask": mask_BS, "index": index + t}
