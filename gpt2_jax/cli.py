@@ -1,0 +1,145 @@
+"""The `gpt2-jax` command line: one subcommand per registered (add_arguments, run) pair.
+
+A subcommand is added with `register(name, help, add_arguments, run)`; `add_arguments(parser)`
+declares its flags and `run(args)` does the work (keep heavy imports inside `run`). Only the chosen
+subcommand's `add_arguments` is called, so `gpt2-jax --help` stays fast. Any `UserError` becomes
+one line `gpt2-jax: error: <message>` on stderr and exit status 2, as argparse errors do.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import re
+import sys
+from typing import Callable, NamedTuple, Sequence
+
+from gpt2_jax.errors import UserError
+
+PROG = "gpt2-jax"
+
+
+class Command(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
+    """Make `gpt2-jax NAME` parse its flags with `add_arguments` and call `run(args)`."""
+    COMMANDS[name] = Command(help, add_arguments, run)
+
+
+def lazy(module: str, attr: str) -> Callable:
+    """`module.attr`, imported on first call: lets subcommands live in heavy modules."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+    return call
+
+
+# ------------------------------------------------------------------------------------ sample
+def _sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="HF dir, OpenAI dir, training workdir, or a released name (gpt2 ... gpt2-xl)")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=40, metavar="K",
+                   help="sample among the K most likely tokens (0 = all; 40 as in the GPT-2 paper)")
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--vocab-dir", default=None, metavar="DIR",
+                   help="tokenizer: dir with encoder.json + vocab.bpe, or a sentencepiece .model "
+                        "(default: the checkpoint dir if it has them, else $GPT2_JAX_DATA_DIR/gpt2_vocab)")
+
+
+def _tokenizer_for(checkpoint: str, vocab: str | None):
+    from gpt2_jax.tokenizer import Tokenizer
+    if vocab is None:
+        d = pathlib.Path(checkpoint).expanduser()
+        if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
+            vocab = str(d)
+    return Tokenizer.load(vocab)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from gpt2_jax.generate import generate
+    from gpt2_jax.interop import load_checkpoint
+
+    tok = _tokenizer_for(args.checkpoint, args.vocab_dir)
+    params, cfg = load_checkpoint(args.checkpoint)
+    prompt = tok.encode(args.prompt) if args.prompt else [tok.eot_id]
+    out = generate(params, cfg, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k or None, top_p=args.top_p, rng=args.seed, eos_id=tok.eot_id)
+    new = out[len(prompt):]
+    if new and new[-1] == tok.eot_id:
+        new = new[:-1]
+    print(args.prompt + tok.decode(new))
+    return 0
+
+
+# ----------------------------------------------------------------------------------- convert
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="source", required=True, metavar="PATH",
+                   help="HF dir, OpenAI dir, training workdir, or a released name (gpt2 ... gpt2-xl)")
+    p.add_argument("--to", dest="target", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--format", choices=("hf", "openai"), default="hf",
+                   help="hf: config.json + model.safetensors; openai: hparams.json + TF model.ckpt")
+    p.add_argument("--vocab-dir", default=None, metavar="DIR",
+                   help="openai format: copy encoder.json + vocab.bpe from here (default: from the source dir)")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from gpt2_jax.interop import load_checkpoint, save_hf, save_openai
+    from gpt2_jax.model import count_params
+
+    params, cfg = load_checkpoint(args.source)
+    if args.format == "hf":
+        out = save_hf(params, cfg, args.target)
+    else:
+        vocab = args.vocab_dir
+        src = pathlib.Path(args.source).expanduser()
+        if vocab is None and (src / "encoder.json").is_file() and (src / "vocab.bpe").is_file():
+            vocab = src
+        out = save_openai(params, cfg, args.target, vocab_dir=vocab)
+    print(f"wrote {out} ({args.format}, {count_params(params):,} parameters)")
+    return 0
+
+
+register("sample", "continue a prompt with a trained or released model", _sample_arguments, _sample)
+register("convert", "convert a checkpoint to HF safetensors or OpenAI TF format", _convert_arguments, _convert)
+
+
+# -------------------------------------------------------------------------------------- main
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, flags are declared for that subcommand alone."""
+    parser = argparse.ArgumentParser(prog=PROG, description="GPT-2 in JAX: sample, convert, train, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        sp = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if only is None or name == only:
+            cmd.add_arguments(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `gpt2-jax` with `argv` (default sys.argv[1:]); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage and the error (status 2) or help (0)
+        return int(e.code or 0)
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except UserError as e:
+        message = re.sub(r"\s*\n\s*", " ", str(e).strip())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
