@@ -105,7 +105,7 @@ def _set(tree, path, value):
 
 def _export(params: Params, cfg: GPT2Config, name_of: str) -> dict[str, np.ndarray]:
     """Our params as {HF or OpenAI name: float32 array in that format's shape}."""
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    params = jax.tree.map(lambda x: np.array(x, np.float32), params)  # writable host copies
     out = {}
     for e in _entries(cfg):
         x = _get(params if e.layer is None else params["h"], e.path)
@@ -310,14 +310,23 @@ def load_openai(path: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2
                                n_head=hp["n_head"], n_layer=hp["n_layer"]), **overrides})
     prefix = _openai_prefix(d)
     import tensorflow as tf
+    corrupt = "it is truncated or corrupt: re-download it"
     try:
         reader = tf.train.load_checkpoint(prefix)
         names = set(reader.get_variable_to_shape_map())
-        params = _assemble(lambda n: reader.get_tensor(n) if n in names else None, cfg, "openai", prefix)
     except tf.errors.OpError as e:
-        raise CheckpointError(f"cannot read the TF checkpoint {prefix} ({e.message.splitlines()[0]}); it is "
-                              "truncated or corrupt: re-download it.") from None
-    return params, cfg
+        raise CheckpointError(f"cannot read the TF checkpoint {prefix} ({e.message.splitlines()[0]}); "
+                              f"{corrupt}.") from None
+
+    def fetch(name):
+        if name not in names:
+            return None
+        try:
+            return reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError, ValueError) as e:  # a short data file raises IndexError
+            raise CheckpointError(f"cannot read tensor {name} from the TF checkpoint {prefix} ({e}); "
+                                  f"{corrupt}.") from None
+    return _assemble(fetch, cfg, "openai", prefix), cfg
 
 
 def save_openai(params: Params, cfg: GPT2Config, out_dir: str | os.PathLike,
