@@ -1,0 +1,58 @@
+"""Train a named experiment:  python -m experiments.main --experiment=NAME --workdir=DIR [--config.key=value ...]
+
+  --list                        list experiments
+  --tpu=v4-32                   use the experiment's mesh preset for a TPU slice
+  --mode=aot                    compile the step for the configured mesh, print per-device memory
+  --coordinator_address=H:P --num_processes=N --process_id=I   multi-process (auto on Cloud TPU)
+User mistakes print one line and exit with status 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__.split("\n")[0],
+                                epilog="Any --config.KEY=VALUE overrides a config field.")
+    p.add_argument("--experiment", default="tiny_shakespeare")
+    p.add_argument("--workdir")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--mode", choices=("train", "aot"), default="train")
+    p.add_argument("--tpu", default="")
+    p.add_argument("--hbm_gb", type=float, default=0.0, help="per-device memory for --mode=aot")
+    p.add_argument("--coordinator_address", default="")
+    p.add_argument("--num_processes", type=int, default=0)
+    p.add_argument("--process_id", type=int, default=-1)
+    args, rest = p.parse_known_args(argv)
+
+    from experiments import registry
+    from gpt2_jax.errors import UserError
+    try:
+        if args.list:
+            print(registry.describe())
+            return 0
+        bad = [r for r in rest if not r.startswith("--config.")]
+        if bad:
+            raise UserError(f"unknown argument {bad[0]!r}; overrides look like --config.KEY=VALUE "
+                            "(see --help).")
+        config = registry.get_config(args.experiment, args.tpu, rest)
+        if args.mode == "aot":
+            from gpt2_jax.train import aot
+            print(aot.format_report(aot.compile_train_step(config, args.hbm_gb)))
+            return 0
+        if not args.workdir:
+            raise UserError("--workdir is required to train: checkpoints, metrics.jsonl and TensorBoard "
+                            "events go there (a gs:// path on Cloud TPU).")
+        from gpt2_jax.train import distributed, loop
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        summary = loop.train(config, args.workdir)
+        print("summary " + json.dumps(summary, default=str), flush=True)
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
