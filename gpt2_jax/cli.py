@@ -45,7 +45,8 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="HF dir, OpenAI dir, training workdir, or a released name (gpt2 ... gpt2-xl)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
-    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="tokens to add (default: 64, or fewer if the model's context is shorter)")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy")
     p.add_argument("--top-k", type=int, default=40, metavar="K",
                    help="sample among the K most likely tokens (0 = all; 40 as in the GPT-2 paper)")
@@ -72,7 +73,10 @@ def _sample(args: argparse.Namespace) -> int:
     tok = _tokenizer_for(args.checkpoint, args.vocab_dir)
     params, cfg = load_checkpoint(args.checkpoint)
     prompt = tok.encode(args.prompt) if args.prompt else [tok.eot_id]
-    out = generate(params, cfg, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    n_new = args.max_new_tokens
+    if n_new is None:
+        n_new = max(1, min(64, cfg.n_positions - len(prompt)))
+    out = generate(params, cfg, prompt, max_new_tokens=n_new, temperature=args.temperature,
                    top_k=args.top_k or None, top_p=args.top_p, rng=args.seed, eos_id=tok.eot_id)
     new = out[len(prompt):]
     if new and new[-1] == tok.eot_id:

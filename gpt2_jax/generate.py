@@ -121,9 +121,10 @@ def _check(rows, cfg, max_new_tokens, temperature, top_k, top_p, eos_id) -> None
                              f"model's vocabulary [0, {cfg.vocab_size}); encode prompts with the model's tokenizer.")
     t = max(row.size for row in rows)
     if t + max_new_tokens > cfg.n_positions:
-        fix = (f"shorten the prompt to at most {cfg.n_positions - max_new_tokens} tokens or lower max_new_tokens "
-               f"to {cfg.n_positions - t}" if t < cfg.n_positions else
-               f"shorten the prompt to at most {cfg.n_positions - max_new_tokens} tokens (keep its end)")
+        fixes = [f"shorten the prompt to at most {cfg.n_positions - max_new_tokens} tokens (keep its end)"
+                 if max_new_tokens < cfg.n_positions else "",
+                 f"lower max_new_tokens to at most {cfg.n_positions - t}" if t < cfg.n_positions else ""]
+        fix = " or ".join(f for f in fixes if f)
         raise InputError(f"prompt of {t} tokens + max_new_tokens={max_new_tokens} = {t + max_new_tokens} exceeds the "
                          f"model's context of n_positions={cfg.n_positions} tokens; {fix}.")
     if not (isinstance(temperature, (int, float, np.floating)) and math.isfinite(temperature) and temperature >= 0):

@@ -297,6 +297,13 @@ def _openai_prefix(d: pathlib.Path) -> str:
     return str(indexes[0])[: -len(".index")]
 
 
+def _tf():
+    """TensorFlow, imported on first use (and without its C++ info logs unless asked for)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    return tf
+
+
 def load_openai(path: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2Config]:
     """(params, cfg) from an OpenAI model dir: hparams.json + TF checkpoint model.ckpt.*."""
     d = pathlib.Path(path).expanduser()
@@ -309,7 +316,7 @@ def load_openai(path: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2
     cfg = GPT2Config(**{**dict(vocab_size=hp["n_vocab"], n_positions=hp["n_ctx"], n_embd=hp["n_embd"],
                                n_head=hp["n_head"], n_layer=hp["n_layer"]), **overrides})
     prefix = _openai_prefix(d)
-    import tensorflow as tf
+    tf = _tf()
     corrupt = "it is truncated or corrupt: re-download it"
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -333,7 +340,7 @@ def save_openai(params: Params, cfg: GPT2Config, out_dir: str | os.PathLike,
                 vocab_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """Write hparams.json + a TF checkpoint with OpenAI's variable names (model/h0/attn/c_attn/w ...);
     with `vocab_dir`, also copy encoder.json and vocab.bpe so the dir is a complete model release."""
-    import tensorflow as tf
+    tf = _tf()
     d = pathlib.Path(out_dir).expanduser()
     d.mkdir(parents=True, exist_ok=True)
     hp = dict(n_vocab=cfg.vocab_size, n_ctx=cfg.n_positions, n_embd=cfg.n_embd, n_head=cfg.n_head,

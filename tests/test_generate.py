@@ -125,7 +125,8 @@ def test_repeated_calls_reuse_the_compilation(setup):
 
 def test_bad_inputs(setup):
     cfg, params, _ = setup
-    with pytest.raises(InputError, match=r"prompt of 60 tokens \+ max_new_tokens=10 = 70 exceeds .*n_positions=64"):
+    with pytest.raises(InputError, match=r"prompt of 60 tokens \+ max_new_tokens=10 = 70 exceeds .*n_positions=64 tokens; "
+                       r"shorten the prompt to at most 54 tokens .* or lower max_new_tokens to at most 4"):
         generate(params, cfg, [1] * 60, max_new_tokens=10)
     bad = [([], "prompt 0 is empty"), ([[1, 2], []], "prompt 1 is empty"), ([1, 256], "token id 256 at position 1"),
            ([[3], [-1]], "token id -1"), ("hello", "got str"), (np.zeros((2, 3), np.float32), "dtype float32")]
