@@ -101,3 +101,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         except (ValueError, SyntaxError, TypeError) as e:
             raise ConfigError(f"bad value for config key {key!r}: {text!r} ({e}); current value is "
                               f"{current!r} ({type(current).__name__}).") from None
+
+
+def presets(name: str) -> list[str]:
+    """TPU slices with a mesh preset for experiment `name`."""
+    if name not in _EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(_EXPERIMENTS)} (see --list).")
+    return list(_EXPERIMENTS[name][2])

@@ -54,9 +54,10 @@ def slice_chips(slice_name: str) -> tuple[str, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def measured_cpu_tflops(n: int = 1024, repeats: int = 5) -> float:
+def measured_cpu_tflops(n: int = 1024, repeats: int = 20) -> float:
     """Host fp32 GEMM rate (TFLOP/s) on one CPU device, best of `repeats`: XLA's CPU matmul uses
-    all cores, so this is the whole machine's peak, whatever the simulated device count. Cached."""
+    all cores, so this is the whole machine's peak, whatever the simulated device count. Best of
+    `repeats` because other processes only ever slow it down. Cached per process."""
     cpu = jax.devices("cpu")[0]
     a = jax.device_put(jnp.ones((n, n), jnp.float32), cpu)
     matmul = jax.jit(lambda x: x @ x)

@@ -102,9 +102,9 @@ def make_train_step(model_cfg: GPT2Config, optimizer: optax.GradientTransformati
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total_nll / denom, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": total_nll / denom, "grad_norm": optax.tree.norm(grads),
                    "learning_rate": schedule(state.step), "tokens": tokens,
-                   "param_norm": optax.global_norm(params)}
+                   "param_norm": optax.tree.norm(params)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
