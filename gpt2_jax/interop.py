@@ -17,9 +17,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import CheckpointError
@@ -63,19 +63,18 @@ _HF_BUFFERS = re.compile(r"(^|\.)attn\.(bias|masked_bias)$")  # causal-mask buff
 
 
 class _Entry(NamedTuple):
-    path: tuple[str, ...]
+    path: tuple[str, ...]                    # flat path in params ("h", ...) for block tensors
     layer: int | None
-    hf: str
-    openai: str
-    hf_shape: tuple[int, ...]
-    openai_shape: tuple[int, ...]
+    names: dict[str, str]                    # format ("hf" | "openai") -> tensor name
+    shapes: dict[str, tuple[int, ...]]       # format -> tensor shape
 
 
 def _entries(cfg: GPT2Config) -> list[_Entry]:
     """Every tensor of a checkpoint of `cfg`: our path (+ layer), HF and OpenAI names and shapes."""
     def entry(t, layer, hf, oa):
         shape = t.hf_shape(cfg)
-        return _Entry(t.path, layer, hf, oa, shape, (1,) + shape if oa.endswith("/w") else shape)
+        return _Entry(t.path if layer is None else ("h",) + t.path, layer, {"hf": hf, "openai": oa},
+                      {"hf": shape, "openai": (1,) + shape if oa.endswith("/w") else shape})
     out = [entry(t, None, f"transformer.{t.hf}", f"model/{t.openai}") for t in _TOP]
     out += [entry(t, i, f"transformer.h.{i}.{t.hf}", f"model/h{i}/{t.openai}")
             for i in range(cfg.n_layer) for t in _BLOCK]
@@ -84,45 +83,23 @@ def _entries(cfg: GPT2Config) -> list[_Entry]:
 
 @functools.lru_cache(maxsize=16)
 def _our_shapes(cfg: GPT2Config) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Our per-layer shape of each table path, read off the model itself."""
-    shapes = param_shapes(cfg)
-    out = {t.path: _get(shapes, t.path).shape for t in _TOP}
-    out.update({t.path: _get(shapes["h"], t.path).shape[1:] for t in _BLOCK})
-    return out
+    """Our shape of each flat param path (block tensors: per layer), read off the model itself."""
+    return {path: x.shape[1:] if path[0] == "h" else x.shape
+            for path, x in traverse_util.flatten_dict(param_shapes(cfg)).items()}
 
 
-def _get(tree, path):
-    for k in path:
-        tree = tree[k]
-    return tree
-
-
-def _set(tree, path, value):
-    for k in path[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[path[-1]] = value
-
-
-def _export(params: Params, cfg: GPT2Config, name_of: str) -> dict[str, np.ndarray]:
+def _export(params: Params, cfg: GPT2Config, fmt: str) -> dict[str, np.ndarray]:
     """Our params as {HF or OpenAI name: float32 array in that format's shape}."""
-    params = jax.tree.map(lambda x: np.array(x, np.float32), params)  # writable host copies
-    out = {}
-    for e in _entries(cfg):
-        x = _get(params if e.layer is None else params["h"], e.path)
-        x = x if e.layer is None else x[e.layer]
-        shape = e.hf_shape if name_of == "hf" else e.openai_shape
-        out[getattr(e, name_of)] = np.ascontiguousarray(x.reshape(shape))
-    return out
+    flat = {k: np.array(x, np.float32) for k, x in traverse_util.flatten_dict(params).items()}  # writable copies
+    return {e.names[fmt]: np.ascontiguousarray((flat[e.path] if e.layer is None else flat[e.path][e.layer])
+                                               .reshape(e.shapes[fmt])) for e in _entries(cfg)}
 
 
-def _assemble(fetch: Callable[[str], np.ndarray | None], cfg: GPT2Config, name_of: str, source: str) -> Params:
+def _assemble(fetch: Callable[[str], np.ndarray | None], cfg: GPT2Config, fmt: str, source: str) -> Params:
     """Params from a checkpoint, reading each tensor by name with `fetch`; checks names and shapes."""
-    ours = _our_shapes(cfg)
-    flat, layers = {}, {}
+    ours, flat = _our_shapes(cfg), {}
     for e in _entries(cfg):
-        name = getattr(e, name_of)
-        expected = e.hf_shape if name_of == "hf" else e.openai_shape
-        x = fetch(name)
+        name, expected, x = e.names[fmt], e.shapes[fmt], fetch(e.names[fmt])
         if x is None:
             raise CheckpointError(f"{source}: tensor {name} (expected shape {expected}) is missing; the checkpoint "
                                   f"does not match its config (n_layer={cfg.n_layer}) or is incomplete.")
@@ -131,17 +108,9 @@ def _assemble(fetch: Callable[[str], np.ndarray | None], cfg: GPT2Config, name_o
                                   f"{cfg.n_embd}, n_head={cfg.n_head}, vocab_size={cfg.vocab_size}, n_positions="
                                   f"{cfg.n_positions}) expects {expected}; use the config that was saved with "
                                   "these weights.")
-        x = np.asarray(x, np.float32).reshape(ours[e.path])
-        if e.layer is None:
-            flat[e.path] = x
-        else:
-            layers.setdefault(e.path, []).append(x)
-    params: Params = {}
-    for path, x in flat.items():
-        _set(params, path, jnp.asarray(x))
-    for path, xs in layers.items():
-        _set(params.setdefault("h", {}), path, jnp.asarray(np.stack(xs)))
-    return params
+        flat.setdefault(e.path, []).append(np.asarray(x, np.float32).reshape(ours[e.path]))
+    return traverse_util.unflatten_dict({path: jnp.asarray(xs[0] if path[0] != "h" else np.stack(xs))
+                                         for path, xs in flat.items()})
 
 
 # ---------------------------------------------------------------------------------------- HF
@@ -155,7 +124,7 @@ def hf_state_dict_to_params(sd: dict[str, Any], cfg: GPT2Config, source: str = "
     sd = {k if k.startswith("transformer.") or k.startswith("lm_head.") else f"transformer.{k}": v
           for k, v in sd.items() if not _HF_BUFFERS.search(k)}
     lm_head = sd.pop("lm_head.weight", None)
-    known = {e.hf for e in _entries(cfg)}
+    known = {e.names["hf"] for e in _entries(cfg)}
     extra = sorted(set(sd) - known)
     if extra:
         raise CheckpointError(f"{source}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''} for a "
