@@ -54,7 +54,7 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--vocab-dir", default=None, metavar="DIR",
                    help="tokenizer: dir with encoder.json + vocab.bpe, or a sentencepiece .model "
-                        "(default: the checkpoint dir if it has them, else $GPT2_JAX_DATA_DIR/gpt2_vocab)")
+                        "(default: the checkpoint dir's, a training run's own, else $GPT2_JAX_DATA_DIR/gpt2_vocab)")
 
 
 def _tokenizer_for(checkpoint: str, vocab: str | None):
@@ -63,6 +63,10 @@ def _tokenizer_for(checkpoint: str, vocab: str | None):
         d = pathlib.Path(checkpoint).expanduser()
         if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
             vocab = str(d)
+        elif d.is_dir():
+            from gpt2_jax.train import checkpoint as train_checkpoint
+            if train_checkpoint.is_workdir(d):  # the tokenizer the run was trained with
+                vocab = train_checkpoint.tokenizer_spec(d)
     return Tokenizer.load(vocab)
 
 
