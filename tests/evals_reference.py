@@ -45,12 +45,12 @@ def stopword_ids() -> frozenset:
 
 
 def torch_logits(ids: list[int]) -> np.ndarray:
-    """float64 log-softmax of the torch model's logits for the inputs `ids` [T, V]."""
+    """Log-softmax of the torch model's logits for the inputs `ids` [T, V] (as float64)."""
     import torch
     tm = model()[4]
     with torch.no_grad():
-        logits = tm(torch.tensor([ids])).logits[0].double()
-    return torch.log_softmax(logits, dim=-1).numpy()
+        logits = tm(torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits, dim=-1).double().numpy()
 
 
 def torch_score(inputs: list[int], targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +67,36 @@ def torch_greedy(ids: list[int], n_new: int) -> list[int]:
     for _ in range(n_new):
         out.append(int(torch_logits(out[-ctx:])[-1].argmax()))
     return out[len(ids):]
+
+
+def harness_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], int]]:
+    """lm-eval-harness utils.get_rolling_token_windows(context_len=1) + make_disjoint_window, then
+    the model input (context + continuation)[-(max_len + 1):] of _loglikelihood_tokens, as
+    (sequence, number of scored tokens at its end)."""
+    if not tokens:
+        return []
+    first = min(max_len, len(tokens))
+    windows = [([prefix] + tokens[:first - 1], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        wl = min(len(tokens) - predicted, max_len)
+        end = predicted + wl
+        windows.append((tokens[end - max_len - 1:end - 1], tokens[end - wl:end]))
+        predicted += wl
+    out = []
+    for ctx, pred in windows:
+        ctx = ctx[:len(ctx) - (len(pred) - 1)]
+        out.append(((ctx + pred)[-(max_len + 1):], len(pred)))
+    return out
+
+
+def torch_total_ll(requests: list[tuple[list[int], int]]) -> float:
+    """Sum over (seq, n) of the torch log-probs of the last n tokens of seq."""
+    total = 0.0
+    for seq, n in requests:
+        lp, _ = torch_score(seq[:-1], seq[1:])
+        total += lp[-n:].sum()
+    return total
 
 
 def rel_close(ours: float, ref: float, tol: float = 1e-3) -> bool:

@@ -1,0 +1,79 @@
+"""The scoring core: log-probs and greedy flags equal PyTorch's, windows equal lm-eval-harness's."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from evals_reference import harness_windows, model, rel_close, torch_greedy, torch_score
+from gpt2_jax.errors import InputError
+from gpt2_jax.evals import scoring
+from gpt2_jax.model import forward
+
+
+def test_final_hidden_plus_head_is_forward():
+    params, cfg, *_ = model()
+    toks = jnp.asarray(np.random.default_rng(1).integers(0, 50257, (2, 33)))
+    h = scoring.final_hidden(params, toks, cfg)
+    logits = jnp.einsum("btd,vd->btv", h, params["wte"])
+    np.testing.assert_allclose(logits, forward(params, toks, cfg), rtol=1e-5, atol=1e-5)
+
+
+def test_scores_match_torch_for_mixed_lengths():
+    _, cfg, scorer, *_ = model()
+    rng = np.random.default_rng(0)
+    reqs = [(list(rng.integers(0, 50257, size=ln)), n) for ln, n in
+            [(2, 1), (10, 3), (129, 128), (129, 1), (60, 59), (80, 20), (33, 5), (100, 7), (17, 16)]]
+    got = scorer.score(reqs)
+    for (seq, n), s in zip(reqs, got):
+        lp, greedy = torch_score(seq[:-1], seq[1:])
+        np.testing.assert_allclose(s.logp, lp[-n:], rtol=1e-4, atol=1e-4)
+        assert rel_close(s.logp.sum(), lp[-n:].sum())
+        assert (s.greedy == greedy[-n:]).all()
+        assert len(s.logp) == n
+
+
+def test_greedy_flags_on_the_models_own_argmax():
+    _, cfg, scorer, tok, _ = model()
+    prompt = tok.encode("The quick brown fox jumps over the lazy dog because")
+    cont = torch_greedy(prompt, 6)
+    seq = prompt + cont
+    s = scorer.score([(seq, 6)])[0]
+    assert s.greedy.all() and s.greedy_allowed.all()
+    banned = np.ones(cfg.vocab_size, bool)
+    banned[cont[-1]] = False  # forbid the last argmax: it can no longer be the allowed argmax
+    s2 = scorer.score([(seq, 6)], banned)[0]
+    assert s2.greedy.all() and not s2.greedy_allowed[-1] and s2.greedy_allowed[:-1].all()
+
+
+@pytest.mark.parametrize("n_tokens,ctx", [(1, 8), (7, 8), (8, 8), (9, 8), (50, 8), (300, 128)])
+def test_rolling_windows_equal_lm_eval_harness(n_tokens, ctx):
+    toks = list(range(1000, 1000 + n_tokens))
+    assert scoring.rolling_requests(toks, 50256, ctx, ctx) == harness_windows(toks, 50256, ctx)
+
+
+@pytest.mark.parametrize("n_tokens,ctx,stride", [(50, 8, 3), (300, 128, 64), (5, 8, 8), (129, 128, 1)])
+def test_sliding_windows_score_each_token_once(n_tokens, ctx, stride):
+    toks = list(range(1000, 1000 + n_tokens))
+    reqs = scoring.rolling_requests(toks, 50256, ctx, stride)
+    scored = [t for seq, n in reqs for t in seq[-n:]]
+    assert scored == toks
+    for i, (seq, n) in enumerate(reqs):
+        # as much context as fits: the window reads min(ctx, tokens before its last target) tokens
+        assert len(seq) - 1 == min(ctx, seq[-1] - 1000 + 1)
+        assert i == 0 or n <= stride
+
+
+def test_encode_pair_and_truncation():
+    tok = model()[3]
+    ctx, cont = scoring.encode_pair(tok, "Hello big ", "world")
+    assert tok.decode(ctx) == "Hello big" and tok.decode(cont) == " world"
+    seq, n = scoring.pair_request(list(range(200)), [7, 8], 128)
+    assert seq == list(range(73, 200)) + [7, 8] and n == 2 and len(seq) == 129
+
+
+def test_mesh_spans_all_devices_and_rejects_overlong_requests():
+    _, cfg, scorer, *_ = model()
+    assert scorer.mesh.devices.size == len(jax.devices()) and scorer.mesh.axis_names == ("data",)
+    assert scorer.batch_size % len(jax.devices()) == 0
+    with pytest.raises(InputError, match="request 0: 131 tokens"):
+        scorer.score([(list(range(131)), 1)])
