@@ -29,11 +29,14 @@ _EXPORTS = {
     "load_checkpoint": "gpt2_jax.interop",
     "save_hf": "gpt2_jax.interop",
     "save_openai": "gpt2_jax.interop",
-    "generate": "gpt2_jax.generate",
     "UserError": "gpt2_jax.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+# `generate` is both a submodule and its main function: import it eagerly so the package attribute
+# is the function even after `import gpt2_jax.generate` (which would otherwise rebind it).
+from gpt2_jax.generate import generate  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "generate"])
 
 
 def __getattr__(name: str):

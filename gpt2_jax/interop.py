@@ -157,10 +157,11 @@ def cfg_from_hf_config(d: dict[str, Any], **overrides: Any) -> GPT2Config:
     missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in d]
     if missing:
         raise CheckpointError(f"config.json lacks {missing}; it is not a GPT-2 config.")
-    drops = [d[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop") if k in d]
+    # Dropout is a training choice, not part of the weights: loaded models start with it off (as
+    # OpenAI checkpoints, which record none, do); pass dropout=... to fine-tune with it.
     kw = dict(vocab_size=d["vocab_size"], n_positions=d["n_positions"], n_embd=d["n_embd"], n_layer=d["n_layer"],
               n_head=d["n_head"], n_inner=d.get("n_inner"), layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
-              initializer_range=d.get("initializer_range", 0.02), dropout=max(drops, default=0.0))
+              initializer_range=d.get("initializer_range", 0.02))
     return GPT2Config(**{**kw, **overrides})
 
 
