@@ -8,32 +8,59 @@ import os
 
 import numpy as np
 
-# Weights ~N(0, 0.3) rather than GPT-2's 0.02: logits then spread over several nats, so an
-# off-by-one target or a wrong window changes the scores far beyond the 1e-3 tolerance.
-TINY = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128, attn_block_size=128, initializer_range=0.3)
+# Weights far larger than GPT-2's N(0, 0.02) (see random_params): logits then spread over several
+# nats, so an off-by-one target or a wrong window moves the scores far beyond the 1e-3 tolerance.
+TINY = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128, attn_block_size=128)
 DATA = os.environ.get("GPT2_JAX_DATA_DIR", "")
+
+
+def random_params(cfg, seed: int = 0):
+    """Random weights in the model's own layout (param_shapes, no init compile): matrices
+    ~N(0, 0.2), embeddings ~N(0, 0.3), LayerNorm scales 1 ± 0.1 and biases ~N(0, 0.1)."""
+    import jax
+    import jax.numpy as jnp
+
+    from gpt2_jax.model import param_shapes
+    rng = np.random.default_rng(seed)
+
+    def draw(path, sd):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            x = 1.0 + 0.1 * rng.standard_normal(sd.shape)
+        elif "bias" in name:
+            x = 0.1 * rng.standard_normal(sd.shape)
+        else:
+            x = (0.3 if ("wte" in name or "wpe" in name) else 0.2) * rng.standard_normal(sd.shape)
+        return jnp.asarray(x, sd.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, param_shapes(cfg))
 
 
 @functools.lru_cache(maxsize=None)
 def model():
     """(params, cfg, scorer, tokenizer, torch model) for the tiny config, built once."""
-    import jax
     import torch
     import transformers
 
     from gpt2_jax.config import GPT2Config
     from gpt2_jax.evals.scoring import Scorer
     from gpt2_jax.interop import hf_config_from_cfg, params_to_hf_state_dict
-    from gpt2_jax.model import init_params
     from gpt2_jax.tokenizer import Tokenizer
 
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads; JAX shares the cores
     cfg = GPT2Config(**TINY)
-    params = init_params(cfg, jax.random.key(0))
-    tm = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config_from_cfg(cfg))).eval()
+    params = random_params(cfg)
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():  # every weight is overwritten below
+        tm = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_config_from_cfg(cfg))).eval()
     sd = {k: torch.from_numpy(np.array(v)) for k, v in params_to_hf_state_dict(params, cfg).items()}
     missing, unexpected = tm.load_state_dict(sd, strict=False)
     assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
     tm.tie_weights()
+    assert torch.equal(tm.lm_head.weight, tm.transformer.wte.weight)
     return params, cfg, Scorer(params, cfg, batch_size=8), Tokenizer.load(os.path.join(DATA, "gpt2_vocab")), tm
 
 
@@ -44,20 +71,22 @@ def stopword_ids() -> frozenset:
     return frozenset(v for v in range(50257) if tok.decode([v]).strip() in STOPWORDS)
 
 
-def torch_logits(ids: list[int]) -> np.ndarray:
-    """Log-softmax of the torch model's logits for the inputs `ids` [T, V] (as float64)."""
+def torch_logits(ids: list[int], keep: int = 0) -> np.ndarray:
+    """Log-softmax of the torch model's logits for the inputs `ids` [T, V] (as float64); with
+    `keep`, only for the last `keep` positions."""
     import torch
     tm = model()[4]
     with torch.no_grad():
-        logits = tm(torch.tensor([ids])).logits[0]
+        logits = tm(torch.tensor([ids]), logits_to_keep=keep).logits[0]
     return torch.log_softmax(logits, dim=-1).double().numpy()
 
 
-def torch_score(inputs: list[int], targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """log p(targets[i] | inputs[:i+1]) and argmax flags, from the torch model."""
-    lp = torch_logits(inputs)
-    idx = np.arange(len(targets))
-    return lp[idx, targets], lp.argmax(-1) == np.asarray(targets)
+def torch_score(inputs: list[int], targets: list[int], keep: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """log p(targets[i] | inputs[:i+1]) and argmax flags, from the torch model (with `keep`, only
+    for the last `keep` positions)."""
+    lp = torch_logits(inputs, keep)
+    targets = np.asarray(targets)[-len(lp):]
+    return lp[np.arange(len(targets)), targets], lp.argmax(-1) == targets
 
 
 def torch_greedy(ids: list[int], n_new: int) -> list[int]:
@@ -65,7 +94,7 @@ def torch_greedy(ids: list[int], n_new: int) -> list[int]:
     ctx = model()[1].n_positions
     out = list(ids)
     for _ in range(n_new):
-        out.append(int(torch_logits(out[-ctx:])[-1].argmax()))
+        out.append(int(torch_logits(out[-ctx:], keep=1)[-1].argmax()))
     return out[len(ids):]
 
 
@@ -94,8 +123,7 @@ def torch_total_ll(requests: list[tuple[list[int], int]]) -> float:
     """Sum over (seq, n) of the torch log-probs of the last n tokens of seq."""
     total = 0.0
     for seq, n in requests:
-        lp, _ = torch_score(seq[:-1], seq[1:])
-        total += lp[-n:].sum()
+        total += torch_score(seq[:-1], seq[1:], keep=n)[0].sum()
     return total
 
 
