@@ -33,7 +33,7 @@ def test_greedy_answers_and_scores_match_torch(story, mode, turns):
     s = dataclasses.replace(story, questions=story.questions[:turns], turn_ids=story.turn_ids[:turns],
                             references=story.references[:turns])
     n_new = 16
-    metrics, preds = coqa.evaluate(scorer.params, cfg, tok, [s], mode, max_new_tokens=n_new, batch_size=4)
+    metrics, preds = coqa.evaluate(scorer, tok, [s], mode, max_new_tokens=n_new)
     want = {}
     for t in range(turns):
         ids = tok.encode(coqa.prompt(s, t, mode))[-(cfg.n_positions - n_new):]

@@ -77,3 +77,17 @@ def test_mesh_spans_all_devices_and_rejects_overlong_requests():
     assert scorer.batch_size % len(jax.devices()) == 0
     with pytest.raises(InputError, match="request 0: 131 tokens"):
         scorer.score([(list(range(131)), 1)])
+
+
+def test_greedy_matches_torch_and_stops_at_eos():
+    _, cfg, scorer, tok, _ = model()
+    prompts = [tok.encode("Once upon a time"), tok.encode("The lobster " * 60), [50256]]
+    got = scorer.greedy(prompts, 10)
+    for p, g in zip(prompts, got):
+        assert g == torch_greedy(p[-(cfg.n_positions - 10):], 10)  # long prompts keep their end
+    eos = got[0][3]
+    stopped = scorer.greedy(prompts[:1], 10, eos_id=eos)[0]
+    first = got[0].index(eos)
+    assert stopped[:first + 1] == got[0][:first + 1] and set(stopped[first:]) == {eos}
+    with pytest.raises(InputError, match="max_new_tokens=128 must be in"):
+        scorer.greedy(prompts, 128)

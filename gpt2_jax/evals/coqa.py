@@ -15,7 +15,7 @@ from typing import Any
 
 from gpt2_jax.evals import coqa_metric
 from gpt2_jax.evals.readers import CoQAStory
-from gpt2_jax.generate import generate
+from gpt2_jax.evals.scoring import Scorer
 
 DEFAULT_MAX_NEW = {"paper": 32, "harness": 256}
 
@@ -33,31 +33,20 @@ def extract_answer(generated: str, mode: str) -> str:
     return generated.split("\nQ:")[0].strip().split("\n")[0]
 
 
-def greedy_answers(params: Any, cfg, tokenizer, prompts: list[str], mode: str,
-                   max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def greedy_answers(scorer: Scorer, tokenizer, prompts: list[str], mode: str, max_new_tokens: int) -> list[str]:
     """Greedy continuations of `prompts` (left-truncated to fit), cut to the answer."""
     newline = tokenizer.encode("\n")
     eos = newline[0] if mode == "paper" and len(newline) == 1 else None  # early exit only
-    keep = cfg.n_positions - max_new_tokens
-    encoded = [tokenizer.encode(p)[-keep:] for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        outs = generate(params, cfg, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
-                        temperature=0.0, eos_id=eos)
-        for i, out in zip(idx, outs):
-            answers[i] = extract_answer(tokenizer.decode(out[len(encoded[i]):]), mode)
-    return answers
+    outs = scorer.greedy([tokenizer.encode(p) for p in prompts], max_new_tokens, eos)
+    return [extract_answer(tokenizer.decode(out), mode) for out in outs]
 
 
-def evaluate(params: Any, cfg, tokenizer, stories: list[CoQAStory], mode: str,
-             max_new_tokens: int | None = None, batch_size: int = 8) -> tuple[dict[str, Any], dict]:
+def evaluate(scorer: Scorer, tokenizer, stories: list[CoQAStory], mode: str,
+             max_new_tokens: int | None = None) -> tuple[dict[str, Any], dict]:
     """(metrics, predictions {(story id, turn id): answer}) for `stories`."""
     max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW[mode]
     keys = [(s, t) for s in stories for t in range(len(s.questions))]
-    answers = greedy_answers(params, cfg, tokenizer, [prompt(s, t, mode) for s, t in keys], mode,
-                             max_new_tokens, batch_size)
+    answers = greedy_answers(scorer, tokenizer, [prompt(s, t, mode) for s, t in keys], mode, max_new_tokens)
     preds = {(s.id, s.turn_ids[t]): a for (s, t), a in zip(keys, answers)}
     if mode == "paper":
         scores = coqa_metric.evaluate(stories, preds)

@@ -74,8 +74,8 @@ def _cut_lines(text: str, limit: int | None) -> str:
     return "".join(text.splitlines(keepends=True)[:limit])
 
 
-def _run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, scorer: Scorer, params: Any,
-              cfg: GPT2Config, tok, opts: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
+def _run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, scorer: Scorer, tok,
+              opts: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
     if task == "lambada":
         texts = readers.read_lambada(path)[:limit]
         return lambada.evaluate(scorer, tok, texts, mode), None
@@ -102,8 +102,8 @@ def _run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, score
                                             references=s.references[:k]))
             left -= k
         stories = kept
-    max_new = opts.get("coqa_max_new_tokens") or min(coqa.DEFAULT_MAX_NEW[mode], cfg.n_positions // 2)
-    return coqa.evaluate(params, cfg, tok, stories, mode, max_new, opts.get("batch_size", 8))
+    max_new = opts.get("coqa_max_new_tokens") or min(coqa.DEFAULT_MAX_NEW[mode], scorer.cfg.n_positions // 2)
+    return coqa.evaluate(scorer, tok, stories, mode, max_new)
 
 
 def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None, mode: str = "paper",
@@ -142,12 +142,12 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     tok = _tokenizer(tokenizer, checkpoint_or_params, data_dir)
     scorer = Scorer(params, cfg, batch_size=batch_size)
     opts = {"context": context, "stride": stride, "cbt_split": cbt_split,
-            "coqa_max_new_tokens": coqa_max_new_tokens, "batch_size": batch_size}
+            "coqa_max_new_tokens": coqa_max_new_tokens}
     results: dict[str, dict[str, Any]] = {}
     predictions = None
     for task in names:
         t0 = time.perf_counter()
-        metrics, preds = _run_task(task, data_paths[task], mode, limit, scorer, scorer.params, cfg, tok, opts)
+        metrics, preds = _run_task(task, data_paths[task], mode, limit, scorer, tok, opts)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         results[task] = metrics
         predictions = preds if preds is not None else predictions

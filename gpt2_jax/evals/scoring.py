@@ -22,21 +22,66 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import GPT2
+from gpt2_jax.model import GPT2, init_cache
 
 _LEN_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _SCORE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096)
 
 
+def _apply_hidden(params: Any, cfg: GPT2Config, *args):
+    """GPT2.apply returning (hidden states after ln_f, new KV cache) instead of logits: the logits
+    output is unused, so XLA drops the [B, T, V] head matmul."""
+    (_, new_kv), state = GPT2(cfg).apply({"params": params}, *args,
+                                         capture_intermediates=lambda m, _: m.name == "ln_f",
+                                         mutable=["intermediates"])
+    return state["intermediates"]["ln_f"]["__call__"][0], new_kv
+
+
 def final_hidden(params: Any, tokens_BT: jax.Array, cfg: GPT2Config) -> jax.Array:
-    """The model's last hidden states (after ln_f) for causal inputs [B, T]; `forward` minus the
-    LM head (its logits output is unused, so XLA drops the [B, T, V] matmul)."""
+    """The model's last hidden states (after ln_f) for causal inputs [B, T]: `forward` minus the head."""
     b, t = tokens_BT.shape
     positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    _, state = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT, None, None, 0,
-                               capture_intermediates=lambda m, _: m.name == "ln_f",
-                               mutable=["intermediates"])
-    return state["intermediates"]["ln_f"]["__call__"][0]
+    return _apply_hidden(params, cfg, tokens_BT, positions_BT, None, None, 0)[0]
+
+
+def _hidden_cached(params, tokens_BT, positions_BT, cache, cfg: GPT2Config, token_mask_BT):
+    """model.forward_cached, returning hidden states instead of logits (same masking rules)."""
+    b, t = tokens_BT.shape
+    s, index = cache["mask"].shape[1], cache["index"]
+    mask_BS = jax.lax.dynamic_update_slice_in_dim(cache["mask"], token_mask_BT, index, axis=1)
+    causal_TS = (index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
+    h_BTD, kv = _apply_hidden(params, cfg, tokens_BT, positions_BT, {"k": cache["k"], "v": cache["v"]},
+                              mask_BS[:, None, :] & causal_TS[None], index)
+    return h_BTD, {"k": kv["k"], "v": kv["v"], "mask": mask_BS, "index": index + t}
+
+
+def _greedy(params, tokens_BT, mask_BT, eos_id, *, cfg: GPT2Config, n_new: int):
+    """Greedy decoding of left-padded prompts with a KV cache; the LM head runs on one position per
+    row and step. Stops early once every row has produced `eos_id` (-1: never)."""
+    b, t = tokens_BT.shape
+    lengths_B = mask_BT.sum(axis=1).astype(jnp.int32)
+    positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
+    cache = init_cache(cfg, b, t + n_new)
+    h_BTD, cache = _hidden_cached(params, tokens_BT, positions_BT, cache, cfg, mask_BT)
+    wte = params["wte"].astype(cfg.dtype)
+    pick = lambda h_BD: jnp.argmax(jnp.einsum("bd,vd->bv", h_BD.astype(cfg.dtype), wte,
+                                              preferred_element_type=jnp.float32), axis=-1).astype(jnp.int32)
+    first_B = pick(h_BTD[:, -1])
+    out_BN = jnp.full((b, n_new), jnp.maximum(eos_id, 0), jnp.int32).at[:, 0].set(first_B)
+
+    def cond(state):
+        i, _, done_B, _ = state
+        return (i < n_new) & ~jnp.all(done_B)
+
+    def body(state):
+        i, cache, done_B, out_BN = state
+        h_B1D, cache = _hidden_cached(params, out_BN[:, i - 1][:, None], (lengths_B + i - 1)[:, None], cache,
+                                      cfg, jnp.ones((b, 1), bool))
+        tok_B = jnp.where(done_B, out_BN[:, i], pick(h_B1D[:, 0]))
+        return i + 1, cache, done_B | (tok_B == eos_id), out_BN.at[:, i].set(tok_B)
+
+    state = (jnp.int32(1), cache, first_B == eos_id, out_BN)
+    return jax.lax.while_loop(cond, body, state)[3]
 
 
 def lm_head_stats(h_ND: jax.Array, wte_VD: jax.Array, targets_N: jax.Array, cfg: GPT2Config,
@@ -106,6 +151,7 @@ class Scorer:
         self._data = NamedSharding(self.mesh, P("data"))
         self.params = jax.device_put(params, self._rep)
         self._fns: dict[tuple[int, bool], Any] = {}
+        self._greedy_fns: dict[int, Any] = {}
 
     def _fn(self, chunk: int, with_allowed: bool):
         key = (chunk, with_allowed)
@@ -151,6 +197,38 @@ class Scorer:
                 results[i] = Scored(logp[row, :n].astype(np.float64), greedy[row, :n],
                                     greedy_allowed[row, :n])
         return results  # type: ignore[return-value]
+
+
+    def greedy(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+               eos_id: int | None = None) -> list[list[int]]:
+        """Greedy continuations (`max_new_tokens` each; after `eos_id` a row repeats it) of prompts
+        left-truncated to n_positions - max_new_tokens tokens, batched like `score`."""
+        keep = self.cfg.n_positions - max_new_tokens
+        if max_new_tokens < 1 or keep < 1:
+            raise InputError(f"max_new_tokens={max_new_tokens} must be in [1, n_positions={self.cfg.n_positions}).")
+        rows = [list(p)[-keep:] for p in prompts]
+        if any(not r for r in rows):
+            raise InputError("an empty prompt cannot be continued; pass at least one token.")
+        fn = self._greedy_fns.get(max_new_tokens)
+        if fn is None:
+            fn = jax.jit(functools.partial(_greedy, cfg=self.cfg, n_new=max_new_tokens),
+                         in_shardings=(self._rep, self._data, self._data, None), out_shardings=self._data)
+            self._greedy_fns[max_new_tokens] = fn
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out: list[list[int]] = [[] for _ in rows]
+        bs = self.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            t = _bucket(max(len(rows[i]) for i in idx), _LEN_BUCKETS, keep)
+            tokens, mask = np.zeros((bs, t), np.int32), np.zeros((bs, t), bool)
+            mask[:, -1] = True  # padding rows decode from token 0 and are dropped
+            for row, i in enumerate(idx):  # left-pad: every prompt ends at the last slot
+                tokens[row, t - len(rows[i]):], mask[row, t - len(rows[i]):] = rows[i], True
+            with jax.set_mesh(self.mesh):
+                new = np.asarray(fn(self.params, tokens, mask, np.int32(-1 if eos_id is None else eos_id)))
+            for row, i in enumerate(idx):
+                out[i] = [int(x) for x in new[row]]
+        return out
 
 
 # ----------------------------------------------------------------------------- request builders
