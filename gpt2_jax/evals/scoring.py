@@ -92,9 +92,10 @@ def lm_head_stats(h_ND: jax.Array, wte_VD: jax.Array, targets_N: jax.Array, cfg:
     dt = jnp.dtype(cfg.dtype)
     logits_VN = jnp.einsum("vd,nd->vn", wte_VD.astype(dt), h_ND.astype(dt),
                            preferred_element_type=jnp.float32)
-    lse_N = jax.nn.logsumexp(logits_VN, axis=0)
+    max_N = jnp.max(logits_VN, axis=0)  # shared by the log-sum-exp and the greedy test
+    lse_N = jnp.log(jnp.sum(jnp.exp(logits_VN - max_N), axis=0)) + max_N
     target_N = jnp.take_along_axis(logits_VN, targets_N[None, :], axis=0)[0]
-    greedy_N = target_N >= jnp.max(logits_VN, axis=0)
+    greedy_N = target_N >= max_N
     if allowed_V is None:
         return target_N - lse_N, greedy_N, greedy_N
     masked_max_N = jnp.max(jnp.where(allowed_V[:, None], logits_VN, -jnp.inf), axis=0)
