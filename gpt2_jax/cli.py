@@ -121,6 +121,124 @@ register("sample", "continue a prompt with a trained or released model", _sample
 register("convert", "convert a checkpoint to HF safetensors or OpenAI TF format", _convert_arguments, _convert)
 
 
+# -------------------------------------------------------------------------------------- eval
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="HF dir, OpenAI dir, training workdir, or a released name (gpt2 ... gpt2-xl)")
+    p.add_argument("--tasks", default="lambada,wikitext2,ptb",
+                   help="comma-separated: lambada,cbt_cn,cbt_ne,wikitext2,wikitext103,ptb,coqa,enwik8,text8 or all")
+    p.add_argument("--mode", choices=("paper", "harness"), default="paper",
+                   help="paper: the GPT-2 paper's protocols; harness: lm-eval-harness definitions")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="official test files (default $GPT2_JAX_DATA_DIR)")
+    p.add_argument("--output", default="results.json", metavar="FILE",
+                   help="results JSON; a Markdown table and PNG chart are written beside it")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N examples of each task")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B")
+    p.add_argument("--file", action="append", default=[], metavar="TASK=PATH",
+                   help="read TASK from PATH instead of the data dir (repeatable), e.g. coqa=story.json")
+    p.add_argument("--vocab-dir", default=None, metavar="DIR", help="tokenizer (default: the checkpoint's)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from gpt2_jax.evals.runner import run_eval
+
+    files = {}
+    for item in args.file:
+        task, sep, path = item.partition("=")
+        if not sep:
+            raise UserError(f"--file {item!r} must look like TASK=PATH, e.g. --file coqa=coqa-dev-v1.0.json.")
+        files[task] = path
+    tok = _tokenizer_for(args.checkpoint, args.vocab_dir) if (args.vocab_dir or pathlib.Path(
+        args.checkpoint).expanduser().is_dir()) else None
+    run_eval(args.checkpoint, args.tasks, args.mode, args.data_dir, args.output, args.limit,
+             files=files, batch_size=args.batch_size, tokenizer=tok)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- overlap
+def _overlap_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, nargs="+", metavar="CORPUS", help="training text files")
+    p.add_argument("--tasks", default="lambada,wikitext2,wikitext103,ptb", help="test sets to check")
+    p.add_argument("--data-dir", default=None, metavar="DIR")
+    p.add_argument("--output", default=None, metavar="FILE", help="also write the result as JSON")
+    p.add_argument("--n", type=int, default=8, help="n-gram length (paper: 8)")
+
+
+def _overlap(args: argparse.Namespace) -> int:
+    from gpt2_jax.evals.overlap import overlap_report
+
+    result = overlap_report(args.train, args.tasks, args.data_dir, args.output, n=args.n)
+    width = max(map(len, result), default=4)
+    print(f"{'task':<{width}}  % of test {args.n}-grams in the training corpus")
+    for task, stats in result.items():
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
+        print(f"{task:<{width}}  {shown}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train-tokenizer
+def _train_tokenizer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, nargs="+", metavar="FILE", help="training text files")
+    p.add_argument("--model-prefix", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from gpt2_jax.tokenizer import Tokenizer
+
+    pathlib.Path(args.model_prefix).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer.train_sentencepiece(args.input, args.model_prefix, vocab_size=args.vocab_size,
+                                        model_type=args.model_type)
+    print(f"wrote {args.model_prefix}.model ({tok.vocab_size} pieces; use it with "
+          f"--config.data.tokenizer={args.model_prefix}.model)")
+    return 0
+
+
+# ------------------------------------------------------------------------------- train / run
+def _experiment_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", default="tiny_shakespeare", help="a name from `python -m experiments.main --list`")
+    p.add_argument("--workdir", default=None, metavar="DIR", help="default runs/EXPERIMENT")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. total_steps=100")
+
+
+def _experiment(args: argparse.Namespace, mode: str) -> int:
+    from experiments import main as experiments_main
+
+    argv = [f"--experiment={args.experiment}", f"--mode={mode}"]
+    argv += [f"--workdir={args.workdir}"] if args.workdir else []
+    argv += [o if o.startswith("--config.") else f"--config.{o}" for o in args.overrides]
+    return experiments_main.main(argv)
+
+
+# ------------------------------------------------------------------------------------ report
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workdir", metavar="WORKDIR", help="a training workdir")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from experiments.job import write_report
+
+    workdir = pathlib.Path(args.workdir).expanduser()
+    if not (workdir / "metrics.jsonl").is_file():
+        raise UserError(f"{workdir} has no metrics.jsonl: it is not a training workdir (train with "
+                        "`gpt2-jax train --workdir DIR` or `python -m experiments.main --workdir=DIR`).")
+    print(f"wrote {write_report(workdir)}")
+    return 0
+
+
+register("eval", "zero-shot evaluation suite (paper or harness mode)", _eval_arguments, _eval)
+register("overlap", "8-gram overlap of test sets with a training corpus (paper section 4)",
+         _overlap_arguments, _overlap)
+register("train-tokenizer", "train a sentencepiece BPE on a corpus", _train_tokenizer_arguments, _train_tokenizer)
+register("train", "train an experiment (resumes from the workdir's newest checkpoint)", _experiment_arguments,
+         lambda args: _experiment(args, "train"))
+register("run", "the main job: train, evaluate, sample and write WORKDIR/report.md", _experiment_arguments,
+         lambda args: _experiment(args, "job"))
+register("report", "regenerate WORKDIR/report.md and its plots", _report_arguments, _report)
+
+
 # -------------------------------------------------------------------------------------- main
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, flags are declared for that subcommand alone."""
