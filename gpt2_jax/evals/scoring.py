@@ -5,7 +5,9 @@ predictions of the last n tokens of seq. Requests are sorted by length and packe
 right-padded batches (lengths and scored counts rounded up to a few buckets, so each shape
 compiles once), the batch dimension sharded over a 1-D `data` mesh of all devices. The LM head
 runs only at scored positions, vocab-major and in row chunks, so a one-token LAMBADA target does
-not pay for a [T, 50257] logit matrix. Evals are fp32 (the config's compute dtype is kept).
+not pay for a [T, 50257] logit matrix. Log-probabilities are fp32; matmuls run in the config's
+compute dtype (fp32 unless the config says otherwise). `Scorer.greedy` decodes the same way (KV
+cache, head on one position per step, batch sharded over the mesh).
 """
 from __future__ import annotations
 
