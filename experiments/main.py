@@ -2,9 +2,10 @@
 
   --list                        list experiments
   --tpu=v4-32                   use the experiment's mesh preset for a TPU slice
+  --mode=job                    train, run eval_after_training, sample, write WORKDIR/report.md
   --mode=aot                    compile the step for the configured mesh, print per-device memory
   --coordinator_address=H:P --num_processes=N --process_id=I   multi-process (auto on Cloud TPU)
-User mistakes print one line and exit with status 2."""
+User mistakes print one line and exit with status 2; a run stopped by a non-finite loss exits with 1."""
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__.split("\n")[0],
                                 epilog="Any --config.KEY=VALUE overrides a config field.")
     p.add_argument("--experiment", default="tiny_shakespeare")
-    p.add_argument("--workdir")
+    p.add_argument("--workdir", help="default runs/EXPERIMENT")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--mode", choices=("train", "aot"), default="train")
+    p.add_argument("--mode", choices=("train", "job", "aot"), default="train")
     p.add_argument("--tpu", default="")
     p.add_argument("--hbm_gb", type=float, default=0.0, help="per-device memory for --mode=aot")
     p.add_argument("--coordinator_address", default="")
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
 
     from experiments import registry
-    from gpt2_jax.errors import UserError
+    from gpt2_jax.errors import TrainingError, UserError
     try:
         if args.list:
             print(registry.describe())
@@ -41,17 +42,22 @@ def main(argv: list[str] | None = None) -> int:
             from gpt2_jax.train import aot
             print(aot.format_report(aot.compile_train_step(config, args.hbm_gb)))
             return 0
-        if not args.workdir:
-            raise UserError("--workdir is required to train: checkpoints, metrics.jsonl and TensorBoard "
-                            "events go there (a gs:// path on Cloud TPU).")
+        workdir = args.workdir or f"runs/{args.experiment}"
         from gpt2_jax.train import distributed, loop
         distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-        summary = loop.train(config, args.workdir)
+        if args.mode == "job":
+            from experiments import job
+            summary = job.run(config, workdir)
+        else:
+            summary = loop.train(config, workdir)
         print("summary " + json.dumps(summary, default=str), flush=True)
         return 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # e.g. a non-finite loss: the message says what was kept and what to do
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

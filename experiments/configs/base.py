@@ -76,5 +76,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batches = 20              # validation batches per eval; 0 = all
     config.eval_batch_size = 0            # sequences per eval batch; 0 = batch_size
     config.peak_tflops = 0.0              # per-device peak for MFU; 0 = chip table, or measured on CPU
-    config.eval_after_training = []       # eval-suite tasks run on the final checkpoint (gpt2_jax.evals.runner)
+    config.eval_after_training = []       # zero-shot tasks run on the final checkpoint (gpt2_jax.evals.runner), e.g. ["lambada"]
+
+    # ---------------------------------------------------------------- the main job (--mode=job: experiments/job.py)
+    config.job = ml_collections.ConfigDict()
+    config.job.eval_mode = "paper"        # eval_after_training definitions: paper (GPT-2 Table 3) | harness
+    config.job.eval_limit = 0             # only the first N examples per eval task; 0 = all
+    config.job.prompts = ["\n"]           # sampled after training into WORKDIR/samples.json and the report
     return config

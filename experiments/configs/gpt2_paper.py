@@ -22,10 +22,10 @@ SIZES = {
 # larger ones shard params + Adam state with FSDP and checkpoint activations. Check a preset with
 # `--mode=aot` before a pod run; the fit test there uses hbm_gb.
 TPU_PRESETS = {
-    ("124m", "v4-32"): dict(data=16, fsdp=1, tensor=1, remat="none", grad_accum_steps=1),
+    ("124m", "v4-32"): dict(data=16, fsdp=1, tensor=1, remat="dots", grad_accum_steps=2),
     ("124m", "v5p-128"): dict(data=64, fsdp=1, tensor=1, remat="none", grad_accum_steps=1),
-    ("124m", "v5litepod-16"): dict(data=16, fsdp=1, tensor=1, remat="dots", grad_accum_steps=2),
-    ("124m", "v6e-16"): dict(data=16, fsdp=1, tensor=1, remat="none", grad_accum_steps=1),
+    ("124m", "v5litepod-16"): dict(data=16, fsdp=1, tensor=1, remat="full", grad_accum_steps=4),
+    ("124m", "v6e-16"): dict(data=16, fsdp=1, tensor=1, remat="dots", grad_accum_steps=2),
     ("355m", "v4-32"): dict(data=1, fsdp=16, tensor=1, remat="dots", grad_accum_steps=1),
     ("355m", "v5p-128"): dict(data=4, fsdp=16, tensor=1, remat="none", grad_accum_steps=1),
     ("355m", "v6e-16"): dict(data=1, fsdp=16, tensor=1, remat="dots", grad_accum_steps=1),

@@ -28,7 +28,7 @@ def tiny_shakespeare() -> ml_collections.ConfigDict:
     config.model.n_head = 4
     config.seq_len = 128                  # ~470k tokens in the corpus -> ~3.5k windows
     config.batch_size = 16                # 2048 tokens per step
-    config.total_steps = 400              # ~820k tokens, ~1.8 epochs of the training windows
+    config.total_steps = 300              # ~610k tokens, ~1.4 epochs of the training windows
     config.optimizer.peak_lr = 3e-3       # small models take a large lr
     config.optimizer.warmup_steps = 50
     config.optimizer.weight_decay = 0.1

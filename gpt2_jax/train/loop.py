@@ -101,7 +101,9 @@ def _check_finite(pending: list[tuple[int, dict]], last_saved: int | None, workd
 
 
 def _run_eval_suite(config, workdir) -> Any:
-    """config.eval_after_training: the eval suite's tasks on the final checkpoint, if available."""
+    """config.eval_after_training: the zero-shot suite (gpt2_jax.evals.runner) on the final
+    checkpoint, results in WORKDIR/eval/. Single-process runs only (the runner places the model
+    itself); None when there is nothing to run."""
     tasks = list(config.get("eval_after_training", []) or [])
     if not tasks:
         return None
@@ -110,7 +112,18 @@ def _run_eval_suite(config, workdir) -> Any:
     except ImportError:
         log.warning("eval_after_training=%s but gpt2_jax.evals.runner is not available; skipped.", tasks)
         return None
-    return runner.evaluate_workdir(str(workdir), tasks)
+    if jax.process_count() > 1:
+        log.warning("eval_after_training is skipped in multi-process runs; run `gpt2-jax eval %s` "
+                    "on one host.", workdir)
+        return None
+    from gpt2_jax.tokenizer import Tokenizer
+    from gpt2_jax.train import checkpoint
+    job = config.get("job") or {}
+    return runner.run_eval(checkpoint.load_params_from_workdir(workdir), tasks,
+                           mode=job.get("eval_mode", "paper"), data_dir=config.data.get("data_dir") or None,
+                           output=epath.Path(workdir) / "eval" / "results.json",
+                           limit=int(job.get("eval_limit", 0)) or None,
+                           tokenizer=Tokenizer.load(checkpoint.tokenizer_spec(workdir)))
 
 
 def train(config, workdir: str, *, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
