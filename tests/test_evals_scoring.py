@@ -77,6 +77,8 @@ def test_mesh_spans_all_devices_and_rejects_overlong_requests():
     assert scorer.batch_size % len(jax.devices()) == 0
     with pytest.raises(InputError, match="request 0: 131 tokens"):
         scorer.score([(list(range(131)), 1)])
+    with pytest.raises(InputError, match=r"token id 50257 is outside the model's vocabulary \[0, 50257\)"):
+        scorer.score([([1, 2, 50257], 1)])
 
 
 def test_greedy_matches_torch_and_stops_at_eos():

@@ -130,6 +130,15 @@ class Scored:
     greedy_allowed: np.ndarray
 
 
+def _check_ids(seqs: Sequence[Sequence[int]], vocab_size: int) -> None:
+    """Token ids outside the embedding table would be clamped silently by the gather: refuse them."""
+    hi = max((max(s) for s in seqs if len(s)), default=0)
+    lo = min((min(s) for s in seqs if len(s)), default=0)
+    if hi >= vocab_size or lo < 0:
+        raise InputError(f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary "
+                         f"[0, {vocab_size}); evaluate with the tokenizer the model was trained with.")
+
+
 def _bucket(n: int, buckets: Sequence[int], cap: int) -> int:
     return min(cap, next((b for b in buckets if b >= n), cap))
 
@@ -172,6 +181,7 @@ class Scorer:
             if not 1 <= n <= len(seq) - 1 or len(seq) - 1 > max_len:
                 raise InputError(f"request {i}: {len(seq)} tokens scoring the last {n}; need 1 <= n < "
                                  f"len(seq) <= n_positions + 1 = {max_len + 1}. Truncate the context first.")
+        _check_ids([seq for seq, _ in requests], self.cfg.vocab_size)
         order = sorted(range(len(requests)), key=lambda i: (len(requests[i][0]), requests[i][1]))
         results: list[Scored | None] = [None] * len(requests)
         allowed = None if allowed_V is None else jnp.asarray(allowed_V, bool)
@@ -211,6 +221,7 @@ class Scorer:
         rows = [list(p)[-keep:] for p in prompts]
         if any(not r for r in rows):
             raise InputError("an empty prompt cannot be continued; pass at least one token.")
+        _check_ids(rows, self.cfg.vocab_size)
         fn = self._greedy_fns.get(max_new_tokens)
         if fn is None:
             fn = jax.jit(functools.partial(_greedy, cfg=self.cfg, n_new=max_new_tokens),
