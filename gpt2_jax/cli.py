@@ -132,8 +132,15 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="official test files (default $GPT2_JAX_DATA_DIR)")
     p.add_argument("--output", default="results.json", metavar="FILE",
                    help="results JSON; a Markdown table and PNG chart are written beside it")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N examples of each task")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N passages/questions/CoQA turns; lines for wikitext/ptb; KB for enwik8/text8")
     p.add_argument("--batch-size", type=int, default=8, metavar="B")
+    p.add_argument("--context", type=int, default=None, metavar="T",
+                   help="paper-mode perplexity window (default: the model's context)")
+    p.add_argument("--stride", type=int, default=None, metavar="S",
+                   help="paper-mode perplexity stride (default: context // 2)")
+    p.add_argument("--cbt-split", choices=("valid", "test"), default=None,
+                   help="CBT split (default: valid in paper mode as the paper reports, test in harness mode)")
     p.add_argument("--file", action="append", default=[], metavar="TASK=PATH",
                    help="read TASK from PATH instead of the data dir (repeatable), e.g. coqa=story.json")
     p.add_argument("--vocab-dir", default=None, metavar="DIR", help="tokenizer (default: the checkpoint's)")
@@ -151,7 +158,8 @@ def _eval(args: argparse.Namespace) -> int:
     tok = _tokenizer_for(args.checkpoint, args.vocab_dir) if (args.vocab_dir or pathlib.Path(
         args.checkpoint).expanduser().is_dir()) else None
     run_eval(args.checkpoint, args.tasks, args.mode, args.data_dir, args.output, args.limit,
-             files=files, batch_size=args.batch_size, tokenizer=tok)
+             files=files, batch_size=args.batch_size, tokenizer=tok, context=args.context,
+             stride=args.stride, cbt_split=args.cbt_split)
     print(f"wrote {args.output}")
     return 0
 

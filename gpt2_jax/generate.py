@@ -17,7 +17,7 @@ import numpy as np
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import forward_cached, init_cache
+from gpt2_jax.model import forward_cached, init_cache, lm_head
 
 
 def _bucket(n: int, minimum: int = 8) -> int:
@@ -54,7 +54,10 @@ def _decode(params, tokens_BT, mask_BT, n_new, key, temperature, top_p, eos_id, 
     lengths_B = mask_BT.sum(axis=1).astype(jnp.int32)
     positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
     cache = init_cache(cfg, b, t + n_slots, cache_dtype)
-    logits_BTV, cache = forward_cached(params, tokens_BT, positions_BT, cache, cfg, token_mask_BT=mask_BT)
+    # Prefill: only the last position's logits are needed, so skip the [B, T, V] head.
+    h_BTD, cache = forward_cached(params, tokens_BT, positions_BT, cache, cfg, token_mask_BT=mask_BT,
+                                  return_hidden=True)
+    last_logits_BV = lm_head(params, h_BTD[:, -1], cfg)
     pad = jnp.maximum(eos_id, 0).astype(jnp.int32)
     sample = functools.partial(_sample, temperature=temperature, top_p=top_p, greedy=greedy, top_k=top_k,
                                use_top_p=use_top_p)
@@ -78,7 +81,7 @@ def _decode(params, tokens_BT, mask_BT, n_new, key, temperature, top_p, eos_id, 
 
     out_BN = jnp.full((b, n_slots), pad, jnp.int32)
     logits_BNV = jnp.zeros((b, n_slots, cfg.vocab_size), jnp.float32) if return_logits else None
-    state = emit(0, logits_BTV[:, -1], jnp.zeros((b,), bool), out_BN, logits_BNV)
+    state = emit(0, last_logits_BV, jnp.zeros((b,), bool), out_BN, logits_BNV)
     _, _, _, out_BN, logits_BNV = jax.lax.while_loop(cond, body, (jnp.int32(1), cache) + state)
     return out_BN, logits_BNV
 

@@ -136,7 +136,10 @@ class GPT2(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, tokens_BT, positions_BT, kv_cache=None, mask_BTS=None, cache_index=0):
+    def __call__(self, tokens_BT, positions_BT, kv_cache=None, mask_BTS=None, cache_index=0,
+                 return_hidden=False):
+        """(logits_BTV, new_cache); with `return_hidden`, the final hidden states (after ln_f)
+        instead of logits, so callers that need few positions skip the [B, T, V] head."""
         c = self.cfg
         wte = self.param("wte", nn.with_logical_partitioning(_normal(c.initializer_range), ("vocab", "embed")),
                          (c.vocab_size, c.n_embd))
@@ -157,11 +160,17 @@ class GPT2(nn.Module):
         x_BTD, new_cache = stack(c, self.deterministic, name="h")(x_BTD, kv_cache, mask_BTS, cache_index)
 
         x_BTD = LayerNorm(c.layer_norm_epsilon, name="ln_f")(x_BTD)
-        logits_BTV = jnp.einsum("btd,vd->btv", x_BTD.astype(c.dtype), wte.astype(c.dtype),
-                                preferred_element_type=jnp.float32)
-        logits_BTV = nn.with_logical_constraint(logits_BTV, ("activation_batch", "activation_length",
-                                                             "activation_vocab"))
+        if return_hidden:
+            return x_BTD, new_cache
+        logits_BTV = nn.with_logical_constraint(lm_head({"wte": wte}, x_BTD, c),
+                                                ("activation_batch", "activation_length", "activation_vocab"))
         return logits_BTV, new_cache
+
+
+def lm_head(params: Params, h_BTD: jax.Array, cfg: GPT2Config) -> jax.Array:
+    """The tied output layer: logits float32 [..., vocab] from final hidden states [..., D]."""
+    return jnp.einsum("...d,vd->...v", h_BTD.astype(cfg.dtype), params["wte"].astype(cfg.dtype),
+                      preferred_element_type=jnp.float32)
 
 
 def _abstract_boxed(cfg: GPT2Config):
@@ -193,10 +202,11 @@ def count_params(params: Params) -> int:
 
 def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
             positions_BT: jax.Array | None = None, key_mask_BT: jax.Array | None = None,
-            rng: jax.Array | None = None) -> jax.Array:
+            rng: jax.Array | None = None, return_hidden: bool = False) -> jax.Array:
     """Logits float32 [B, T, vocab] for int tokens [B, T]. Pure and jit-able (cfg is static).
 
-    `key_mask_BT` marks real tokens (False = padding, never attended to); `rng` turns dropout on.
+    `key_mask_BT` marks real tokens (False = padding, never attended to); `rng` turns dropout on;
+    `return_hidden` gives the final hidden states [B, T, D] instead (apply `lm_head` to a subset).
     """
     b, t = tokens_BT.shape
     if positions_BT is None:
@@ -205,9 +215,9 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
     if key_mask_BT is not None:
         mask_BTS = key_mask_BT[:, None, :] & jnp.tril(jnp.ones((t, t), bool))[None]
     rngs = {"dropout": rng} if rng is not None else None
-    logits_BTV, _ = GPT2(cfg, deterministic=rng is None).apply(
-        {"params": params}, tokens_BT, positions_BT, None, mask_BTS, 0, rngs=rngs)
-    return logits_BTV
+    out, _ = GPT2(cfg, deterministic=rng is None).apply(
+        {"params": params}, tokens_BT, positions_BT, None, mask_BTS, 0, return_hidden, rngs=rngs)
+    return out
 
 
 def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
@@ -220,8 +230,10 @@ def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None
 
 def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
                    cache: dict[str, jax.Array], cfg: GPT2Config,
-                   token_mask_BT: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Run T new tokens against a KV cache; returns their logits and the cache advanced by T slots.
+                   token_mask_BT: jax.Array | None = None,
+                   return_hidden: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Run T new tokens against a KV cache; returns their logits (or, with `return_hidden`, final
+    hidden states) and the cache advanced by T slots.
 
     Slot order is time order (prompts are left-padded), so slot s is visible to the token in slot
     t iff s <= t and slot s holds a real token (`token_mask_BT` False marks padding)."""
@@ -234,5 +246,6 @@ def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     causal_TS = (index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
     mask_BTS = mask_BS[:, None, :] & causal_TS[None]
     kv = {"k": cache["k"], "v": cache["v"]}
-    logits_BTV, new_kv = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT, kv, mask_BTS, index)
-    return logits_BTV, {"k": new_kv["k"], "v": new_kv["v"], "mask": mask_BS, "index": index + t}
+    out, new_kv = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT, kv, mask_BTS, index,
+                                  return_hidden)
+    return out, {"k": new_kv["k"], "v": new_kv["v"], "mask": mask_BS, "index": index + t}

@@ -18,4 +18,4 @@ def data_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_cfg() -> GPT2Config:
     """A 2-layer model small enough to compile in seconds, with the real GPT-2 vocabulary."""
-    return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, attn_block_size=16)
+    return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, attn_block_size=32)

@@ -23,37 +23,20 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import GPT2, init_cache
+from gpt2_jax.model import forward, forward_cached, init_cache, lm_head
 
 _LEN_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _SCORE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096)
 
 
-def _apply_hidden(params: Any, cfg: GPT2Config, *args):
-    """GPT2.apply returning (hidden states after ln_f, new KV cache) instead of logits: the logits
-    output is unused, so XLA drops the [B, T, V] head matmul."""
-    (_, new_kv), state = GPT2(cfg).apply({"params": params}, *args,
-                                         capture_intermediates=lambda m, _: m.name == "ln_f",
-                                         mutable=["intermediates"])
-    return state["intermediates"]["ln_f"]["__call__"][0], new_kv
-
-
 def final_hidden(params: Any, tokens_BT: jax.Array, cfg: GPT2Config) -> jax.Array:
     """The model's last hidden states (after ln_f) for causal inputs [B, T]: `forward` minus the head."""
-    b, t = tokens_BT.shape
-    positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    return _apply_hidden(params, cfg, tokens_BT, positions_BT, None, None, 0)[0]
+    return forward(params, tokens_BT, cfg, return_hidden=True)
 
 
 def _hidden_cached(params, tokens_BT, positions_BT, cache, cfg: GPT2Config, token_mask_BT):
     """model.forward_cached, returning hidden states instead of logits (same masking rules)."""
-    b, t = tokens_BT.shape
-    s, index = cache["mask"].shape[1], cache["index"]
-    mask_BS = jax.lax.dynamic_update_slice_in_dim(cache["mask"], token_mask_BT, index, axis=1)
-    causal_TS = (index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
-    h_BTD, kv = _apply_hidden(params, cfg, tokens_BT, positions_BT, {"k": cache["k"], "v": cache["v"]},
-                              mask_BS[:, None, :] & causal_TS[None], index)
-    return h_BTD, {"k": kv["k"], "v": kv["v"], "mask": mask_BS, "index": index + t}
+    return forward_cached(params, tokens_BT, positions_BT, cache, cfg, token_mask_BT, return_hidden=True)
 
 
 def _greedy(params, tokens_BT, mask_BT, eos_id, *, cfg: GPT2Config, n_new: int):
@@ -64,9 +47,7 @@ def _greedy(params, tokens_BT, mask_BT, eos_id, *, cfg: GPT2Config, n_new: int):
     positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
     cache = init_cache(cfg, b, t + n_new)
     h_BTD, cache = _hidden_cached(params, tokens_BT, positions_BT, cache, cfg, mask_BT)
-    wte = params["wte"].astype(cfg.dtype)
-    pick = lambda h_BD: jnp.argmax(jnp.einsum("bd,vd->bv", h_BD.astype(cfg.dtype), wte,
-                                              preferred_element_type=jnp.float32), axis=-1).astype(jnp.int32)
+    pick = lambda h_BD: jnp.argmax(lm_head(params, h_BD, cfg), axis=-1).astype(jnp.int32)
     first_B = pick(h_BTD[:, -1])
     out_BN = jnp.full((b, n_new), jnp.maximum(eos_id, 0), jnp.int32).at[:, 0].set(first_B)
 
