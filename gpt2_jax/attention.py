@@ -2,8 +2,11 @@
 
 - `reference`: plain einsum + masked softmax in fp32; the definition the others are tested against,
   and the path for explicit masks (padding, KV cache) and attention-probability dropout.
-- `blocked`: causal attention in query blocks with an online softmax over key blocks; key blocks
-  entirely above the diagonal are never computed (CPU default: ~half the work of a dense mask).
+- `blocked` (CPU default): each query block against its whole visible key prefix at once (one
+  plain softmax per block, key blocks above the diagonal never computed: ~half a dense mask's work);
+  a custom VJP recomputes the probabilities from the saved row log-sum-exp instead of storing them.
+- `online`: flash-style online softmax over (query block, key block) pairs below the diagonal;
+  kept as the independent blocked reference (measured slower on CPU than `blocked`).
 - `xla` / `cudnn`: `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU).
 - `splash`: Pallas splash attention on TPU (head_dim padded to a multiple of 128).
 """
@@ -54,7 +57,7 @@ def reference_attention(q_BTHK, k_BSHK, v_BSHK, mask_BTS=None, *, causal=True,
     return o_BTHK.astype(q_BTHK.dtype)
 
 
-def blocked_causal_attention(q_BTHK, k_BTHK, v_BTHK, *, block_size=128):
+def online_causal_attention(q_BTHK, k_BTHK, v_BTHK, *, block_size=128):
     """Causal self-attention by query blocks; each query block runs an online softmax over the
     key blocks at or below the diagonal only, so masked blocks cost nothing."""
     b, t, h, d = q_BTHK.shape
@@ -93,14 +96,99 @@ def blocked_causal_attention(q_BTHK, k_BTHK, v_BTHK, *, block_size=128):
     return o_BTHK.astype(q_BTHK.dtype)
 
 
+def _query_blocks(t: int, blk: int) -> list[tuple[int, int]]:
+    return [(a, min(a + blk, t)) for a in range(0, t, blk)]
+
+
+def _prefix_forward(q_BHTK, k_BHTK, v_BHTK, blk):
+    """Per query block [a, b): one dense softmax over its visible keys [0, b). q is pre-scaled.
+    Returns o_BHTK (fp32) and the row log-sum-exp lse_BHT that the backward pass recomputes from."""
+    outs, lses = [], []
+    for a, b in _query_blocks(q_BHTK.shape[2], blk):
+        s_BHQS = jnp.einsum("bhqd,bhsd->bhqs", q_BHTK[:, :, a:b], k_BHTK[:, :, :b],
+                            preferred_element_type=jnp.float32)
+        visible_QS = jnp.arange(a, b)[:, None] >= jnp.arange(b)[None, :]
+        s_BHQS = jnp.where(visible_QS, s_BHQS, NEG_INF)
+        m_BHQ1 = s_BHQS.max(-1, keepdims=True)
+        p_BHQS = jnp.exp(s_BHQS - m_BHQ1)
+        l_BHQ1 = p_BHQS.sum(-1, keepdims=True)
+        o_BHQK = jnp.einsum("bhqs,bhsd->bhqd", p_BHQS.astype(v_BHTK.dtype), v_BHTK[:, :, :b],
+                            preferred_element_type=jnp.float32)
+        outs.append(o_BHQK / l_BHQ1)
+        lses.append((m_BHQ1 + jnp.log(l_BHQ1))[..., 0])
+    return jnp.concatenate(outs, axis=2), jnp.concatenate(lses, axis=2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _prefix_core(q_BHTK, k_BHTK, v_BHTK, blk):
+    return _prefix_forward(q_BHTK, k_BHTK, v_BHTK, blk)[0].astype(q_BHTK.dtype)
+
+
+def _prefix_core_fwd(q_BHTK, k_BHTK, v_BHTK, blk):
+    o_BHTK, lse_BHT = _prefix_forward(q_BHTK, k_BHTK, v_BHTK, blk)
+    o_BHTK = o_BHTK.astype(q_BHTK.dtype)
+    return o_BHTK, (q_BHTK, k_BHTK, v_BHTK, o_BHTK, lse_BHT)
+
+
+def _prefix_core_bwd(blk, res, do_BHTK):
+    """Flash-attention backward: recompute each block's probabilities from the saved log-sum-exp
+    instead of storing them (O(T) residuals instead of O(T^2))."""
+    q_BHTK, k_BHTK, v_BHTK, o_BHTK, lse_BHT = res
+    f32 = jnp.float32
+    delta_BHT = (do_BHTK.astype(f32) * o_BHTK.astype(f32)).sum(-1)
+    dk_BHTK = jnp.zeros(k_BHTK.shape, f32)
+    dv_BHTK = jnp.zeros(v_BHTK.shape, f32)
+    dqs = []
+    for a, b in _query_blocks(q_BHTK.shape[2], blk):
+        q_BHQK, do_BHQK = q_BHTK[:, :, a:b], do_BHTK[:, :, a:b]
+        s_BHQS = jnp.einsum("bhqd,bhsd->bhqs", q_BHQK, k_BHTK[:, :, :b], preferred_element_type=f32)
+        visible_QS = jnp.arange(a, b)[:, None] >= jnp.arange(b)[None, :]
+        p_BHQS = jnp.where(visible_QS, jnp.exp(s_BHQS - lse_BHT[:, :, a:b, None]), 0.0)
+        dp_BHQS = jnp.einsum("bhqd,bhsd->bhqs", do_BHQK, v_BHTK[:, :, :b], preferred_element_type=f32)
+        ds_BHQS = p_BHQS * (dp_BHQS - delta_BHT[:, :, a:b, None])
+        dt = q_BHTK.dtype
+        dqs.append(jnp.einsum("bhqs,bhsd->bhqd", ds_BHQS.astype(dt), k_BHTK[:, :, :b], preferred_element_type=f32))
+        dk_BHTK = dk_BHTK.at[:, :, :b].add(
+            jnp.einsum("bhqs,bhqd->bhsd", ds_BHQS.astype(dt), q_BHQK, preferred_element_type=f32))
+        dv_BHTK = dv_BHTK.at[:, :, :b].add(
+            jnp.einsum("bhqs,bhqd->bhsd", p_BHQS.astype(dt), do_BHQK, preferred_element_type=f32))
+    dq_BHTK = jnp.concatenate(dqs, axis=2)
+    return dq_BHTK.astype(q_BHTK.dtype), dk_BHTK.astype(k_BHTK.dtype), dv_BHTK.astype(v_BHTK.dtype)
+
+
+_prefix_core.defvjp(_prefix_core_fwd, _prefix_core_bwd)
+
+
+def blocked_causal_attention(q_BTHK, k_BTHK, v_BTHK, *, block_size=128):
+    """Causal self-attention by query blocks, each against its whole visible key prefix at once
+    (one plain softmax per block, no online rescaling; masked blocks skipped). The backward pass
+    is a custom VJP that recomputes probabilities from the saved row log-sum-exp."""
+    d = q_BTHK.shape[-1]
+    to_bhtk = lambda x: jnp.swapaxes(x, 1, 2)
+    q_BHTK = to_bhtk(q_BTHK * jnp.asarray(1.0 / math.sqrt(d), q_BTHK.dtype))
+    o_BHTK = _prefix_core(q_BHTK, to_bhtk(k_BTHK), to_bhtk(v_BTHK), min(block_size, q_BTHK.shape[1]))
+    return to_bhtk(o_BHTK)
+
+
 def xla_attention(q_BTHK, k_BTHK, v_BTHK, *, implementation=None):
     """`jax.nn.dot_product_attention` (XLA everywhere; cuDNN flash attention on GPU)."""
     return jax.nn.dot_product_attention(q_BTHK, k_BTHK, v_BTHK, is_causal=True,
                                         implementation=implementation)
 
 
+def splash_block(t: int, block_size: int = 512) -> int | None:
+    """The largest TPU-friendly block (a multiple of 128, at most `block_size`) dividing t; None if
+    t is not a multiple of 128 (splash needs whole blocks: use `xla` for such lengths)."""
+    for blk in range(min(block_size, t) // 128 * 128, 0, -128):
+        if t % blk == 0:
+            return blk
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _splash_kernel(t: int, n_head: int, block: int):
+    """A causal multi-head splash kernel over [heads, T, head_dim] (jax.experimental.pallas.ops.tpu
+    .splash_attention: make_splash_mha(mask, head_shards, q_seq_shards, block_sizes))."""
     from jax.experimental.pallas.ops.tpu.splash_attention import (
         splash_attention_kernel as sk, splash_attention_mask as sm)
     mask = sm.MultiHeadMask([sm.CausalMask((t, t)) for _ in range(n_head)])
@@ -110,16 +198,40 @@ def _splash_kernel(t: int, n_head: int, block: int):
     return sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes)
 
 
+def _activation_spec():
+    """PartitionSpec of a [batch, length, heads, kv] activation under the current logical rules and
+    mesh (None outside a mesh): splash is a Pallas call, so it runs per shard inside shard_map."""
+    import flax.linen as nn
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return None, None
+    spec = nn.logical_to_mesh_axes(("activation_batch", "activation_length", "activation_heads",
+                                    "activation_kv"))
+    return mesh, jax.sharding.PartitionSpec(*spec)
+
+
 def splash_attention(q_BTHK, k_BTHK, v_BTHK, *, block_size=512):
-    """Pallas splash attention (TPU only). GPT-2's head_dim 64 is zero-padded to 128 lanes; the
-    softmax scale is applied to q first so the padding does not change it."""
+    """Pallas splash attention (TPU only). GPT-2's head_dim 64 is zero-padded to 128 lanes (zero
+    columns change no dot product); the softmax scale is applied to q first so the padding does not
+    change it. Under a mesh the kernel runs per (batch, heads) shard via shard_map."""
     b, t, h, d = q_BTHK.shape
+    blk = splash_block(t, block_size)
+    if blk is None:
+        return xla_attention(q_BTHK, k_BTHK, v_BTHK)
     dp = -(-d // 128) * 128
-    q_BTHK = q_BTHK / jnp.asarray(math.sqrt(d), q_BTHK.dtype)
-    to_bhtk = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, 0), (0, dp - d)))
-    kernel = _splash_kernel(t, h, min(block_size, t))
-    o_BHTK = jax.vmap(kernel)(to_bhtk(q_BTHK), to_bhtk(k_BTHK), to_bhtk(v_BTHK))
-    return jnp.swapaxes(o_BHTK[..., :d], 1, 2)
+    q_BTHK = q_BTHK * jnp.asarray(1.0 / math.sqrt(d), q_BTHK.dtype)
+
+    def local(q_BTHK, k_BTHK, v_BTHK):
+        to_bhtk = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, 0), (0, dp - d)))
+        kernel = _splash_kernel(t, q_BTHK.shape[2], blk)
+        o_BHTK = jax.vmap(kernel)(to_bhtk(q_BTHK), to_bhtk(k_BTHK), to_bhtk(v_BTHK))
+        return jnp.swapaxes(o_BHTK[..., :d], 1, 2)
+
+    mesh, spec = _activation_spec()
+    if mesh is None:
+        return local(q_BTHK, k_BTHK, v_BTHK)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                         check_vma=False)(q_BTHK, k_BTHK, v_BTHK)
 
 
 def causal_attention(q_BTHK, k_BTHK, v_BTHK, *, impl="auto", block_size=128):
@@ -129,6 +241,8 @@ def causal_attention(q_BTHK, k_BTHK, v_BTHK, *, impl="auto", block_size=128):
         return reference_attention(q_BTHK, k_BTHK, v_BTHK)
     if impl == "blocked":
         return blocked_causal_attention(q_BTHK, k_BTHK, v_BTHK, block_size=block_size)
+    if impl == "online":
+        return online_causal_attention(q_BTHK, k_BTHK, v_BTHK, block_size=block_size)
     if impl == "xla":
         return xla_attention(q_BTHK, k_BTHK, v_BTHK, implementation="xla")
     if impl == "cudnn":

@@ -8,7 +8,8 @@ from gpt2_jax import attention, model
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import ConfigError
 
-CPU_IMPLS = ["reference", "blocked", "xla"]
+CPU_IMPLS = ["reference", "blocked", "xla"]  # the GPT2Config.attention choices that run on CPU
+KERNELS = CPU_IMPLS + ["online"]            # plus kernels reachable only through causal_attention
 
 
 def _qkv(b=2, t=100, h=4, d=16, seed=0):
@@ -27,7 +28,7 @@ def _dense_numpy(q, k, v):
     return np.einsum("bhts,bshd->bthd", p, v)
 
 
-@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("impl", KERNELS)
 @pytest.mark.parametrize("t,block", [(100, 16), (64, 64), (7, 128), (130, 32)])
 def test_kernels_match_numpy(impl, t, block):
     q, k, v = _qkv(t=t)
@@ -35,15 +36,54 @@ def test_kernels_match_numpy(impl, t, block):
     np.testing.assert_allclose(np.asarray(out), _dense_numpy(q, k, v), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["blocked", "xla"])
-def test_kernel_gradients_match_reference(impl):
-    q, k, v = _qkv(t=48)
+@pytest.mark.parametrize("impl,t", [("blocked", 48), ("blocked", 45), ("online", 48), ("xla", 48)])
+def test_kernel_gradients_match_reference(impl, t):
+    q, k, v = _qkv(t=t)
     w = jax.random.normal(jax.random.key(9), q.shape)
     f = lambda fn: jax.grad(lambda q, k, v: (fn(q, k, v) * w).sum(), argnums=(0, 1, 2))(q, k, v)
     ref = f(lambda q, k, v: attention.causal_attention(q, k, v, impl="reference"))
     got = f(lambda q, k, v: attention.causal_attention(q, k, v, impl=impl, block_size=16))
     for a, b in zip(got, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def test_blocked_vjp_under_jit_and_vmap():
+    """The custom VJP composes with jit and vmap (as the scanned model uses it)."""
+    q, k, v = _qkv(b=3, t=40)
+    f = lambda impl: jax.jit(jax.vmap(jax.grad(
+        lambda q, k, v: attention.causal_attention(q[None], k[None], v[None], impl=impl,
+                                                   block_size=16).sum())))
+    np.testing.assert_allclose(np.asarray(f("blocked")(q, k, v)), np.asarray(f("reference")(q, k, v)),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_splash_block_choice():
+    assert attention.splash_block(1024) == 512
+    assert attention.splash_block(384) == 384
+    assert attention.splash_block(640) == 128
+    assert attention.splash_block(100) is None
+
+
+def _fake_splash_kernel(t, n_head, block):
+    """Stands in for the Pallas kernel on CPU: unscaled causal attention over [heads, T, D]."""
+    def kernel(q_HTD, k_HTD, v_HTD):
+        s = jnp.einsum("htd,hsd->hts", q_HTD, k_HTD)
+        s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
+        return jnp.einsum("hts,hsd->htd", jax.nn.softmax(s, -1), v_HTD)
+    return kernel
+
+
+def test_splash_wrapper_pads_scales_and_shards(monkeypatch):
+    """The splash wrapper's head_dim padding, q scaling, layout and shard_map plumbing (the Pallas
+    kernel itself needs a TPU) against the numpy reference, outside and inside a mesh."""
+    from gpt2_jax import sharding
+    monkeypatch.setattr(attention, "_splash_kernel", _fake_splash_kernel)
+    q, k, v = _qkv(b=2, t=128, h=4, d=16)
+    want = _dense_numpy(q, k, v)
+    np.testing.assert_allclose(np.asarray(attention.splash_attention(q, k, v)), want, atol=1e-5)
+    with sharding.activate(sharding.make_mesh()):
+        got = jax.jit(attention.splash_attention)(q, k, v)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
 def test_masked_reference_ignores_padding():
