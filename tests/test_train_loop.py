@@ -193,3 +193,30 @@ def test_default_tiny_shakespeare_falls_below_unigram_entropy(tmp_path):
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert any("eval_loss" in r for r in records) and all(r["tokens_per_sec"] > 0 for r in records if "loss" in r)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_eval_after_training_hook_runs_the_eval_suite_on_the_final_checkpoint(tmp_path, monkeypatch):
+    import jax
+    from experiments import registry
+    from gpt2_jax.evals import runner
+    from gpt2_jax.train import checkpoint, loop, step as step_lib
+    from gpt2_jax.train.optimizer import OptimizerConfig, make_optimizer
+    from gpt2_jax.config import GPT2Config
+    cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=8, vocab_size=32)
+    opt = make_optimizer(OptimizerConfig(), 10)
+    state = jax.jit(lambda k: step_lib.init_state(cfg, opt, k))(jax.random.key(0))
+    ck = checkpoint.Checkpointer(tmp_path)
+    ck.save(7, state, {"model_config": cfg.to_dict(), "tokenizer": "gpt2"})
+    ck.wait()
+    ck.close()
+    calls = []
+    monkeypatch.setattr(runner, "run_eval", lambda model, tasks, **kw: calls.append((model, tasks, kw)) or {"ok": 1})
+    config = registry.get_config("tiny_test", overrides=["eval_after_training=['lambada', 'cbt_cn']",
+                                                         "job.eval_limit=5"])
+    assert loop._run_eval_suite(config, str(tmp_path)) == {"ok": 1}
+    (params, got_cfg), tasks, kw = calls[0]
+    assert got_cfg == cfg and tasks == ["lambada", "cbt_cn"] and kw["limit"] == 5 and kw["mode"] == "paper"
+    assert str(kw["output"]) == str(tmp_path / "eval" / "results.json")
+    np.testing.assert_array_equal(np.asarray(params["wte"]), np.asarray(state.params["wte"]))
+    assert loop._run_eval_suite(registry.get_config("tiny_test"), str(tmp_path)) is None  # default: no evals
+    assert len(calls) == 1
