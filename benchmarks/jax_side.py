@@ -70,13 +70,20 @@ def _short(cfg: GPT2Config) -> str:
     return f"attn={cfg.attention} scan={cfg.scan_layers} remat={cfg.remat} dtype={cfg.dtype}"
 
 
-def gemm_peak(n=1024, repeats=10):
-    """fp32 GEMM rate through XLA on n×n×n (the MFU denominator)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    mm, compile_s = _compile(jax.jit(lambda a, b: a @ b), a, b)
-    times = time_repeats(lambda: mm(a, b).block_until_ready(), repeats, warmup=2)
-    emit("gemm_peak", "jax", units=2 * n ** 3 / 1e9, times=times, unit="GFLOP/s", compile_s=compile_s)
+def gemm_peak(sizes=(1024, 2048), repeats=10):
+    """Best fp32 GEMM rate through XLA over n×n×n for n in `sizes` (the MFU denominator): the
+    fastest of the repeats, since a peak is what the hardware can reach, not its typical rate."""
+    best, compile_total = 0.0, 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        mm, compile_s = _compile(jax.jit(lambda a, b: a @ b), a, b)
+        compile_total += compile_s
+        times = time_repeats(lambda: mm(a, b).block_until_ready(), repeats, warmup=2)
+        if 2 * n ** 3 / min(times) > best:
+            best, best_times, best_n = 2 * n ** 3 / min(times), times, n
+    emit("gemm_peak", "jax", units=2 * best_n ** 3 / 1e9, times=[min(best_times)], unit="GFLOP/s",
+         compile_s=compile_total, n=best_n)
 
 
 def bandwidth(mb=1024, repeats=10):
@@ -95,7 +102,9 @@ def _weights_bytes(params) -> int:
 
 def generate(batch=1, prompt=32, new=128, repeats=3, weights="float32"):
     """Greedy KV-cache decoding with gpt2_jax.generate.generate (one jitted while_loop).
-    weights=bfloat16 stores the parameters (and cache) in bf16 and reports the logit error."""
+    weights=bfloat16 keeps the parameters in bf16 (half the bytes per decoded token) and computes
+    in fp32 with the layers unrolled, so each step converts the bf16 weights on the fly; it reports
+    the logit error against the fp32 model."""
     from gpt2_jax.generate import generate as gen
     cfg = config("124m")
     params = model.init_params(cfg, jax.random.key(0))
@@ -103,7 +112,7 @@ def generate(batch=1, prompt=32, new=128, repeats=3, weights="float32"):
     extra = {}
     if weights == "bfloat16":
         cfg32, params32 = cfg, params
-        cfg = cfg.replace(dtype="bfloat16")
+        cfg = cfg.replace(scan_layers=False)
         params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
         extra = _bf16_logit_error(params32, cfg32, params, cfg, prompts, new)
     run = lambda: gen(params, cfg, prompts, max_new_tokens=new)

@@ -37,7 +37,7 @@ CASES = {
     "gen_b8": (["generate", "batch=8"], ["generate", "batch=8"], 2.0, "124M greedy decode, 32+128, batch 8"),
     "gen_b1_bf16": (["generate", "batch=1", "weights='bfloat16'"], None, None, "same, bf16 weights + cache"),
     "tokenizer": (["tokenizer"], ["tokenizer"], 0.5, "encode WikiText-2-raw test vs tiktoken"),
-    "gemm_peak": (["gemm_peak"], None, None, "fp32 GEMM 1024^3 through XLA"),
+    "gemm_peak": (["gemm_peak"], None, None, "best fp32 GEMM n^3 (n=1024, 2048) through XLA"),
     "read_bw": (["bandwidth"], None, None, "read bandwidth, 1 GiB fp32 sum"),
     "data": (["data"], None, None, "input pipeline (tinyshakespeare, 1x1024)"),
 }
