@@ -132,27 +132,29 @@ def _prefix_core_fwd(q_BHTK, k_BHTK, v_BHTK, blk):
 
 def _prefix_core_bwd(blk, res, do_BHTK):
     """Flash-attention backward: recompute each block's probabilities from the saved log-sum-exp
-    instead of storing them (O(T) residuals instead of O(T^2))."""
+    instead of storing them (O(T) residuals instead of O(T^2)). Scores are formed transposed
+    (keys x queries) so every matmul contracts the operands' minor or leading dims the way XLA's
+    fast CPU GEMM takes them (a dot contracting both operands' middle dim falls back to a slow one)."""
     q_BHTK, k_BHTK, v_BHTK, o_BHTK, lse_BHT = res
-    f32 = jnp.float32
+    f32, dt = jnp.float32, q_BHTK.dtype
     delta_BHT = (do_BHTK.astype(f32) * o_BHTK.astype(f32)).sum(-1)
+    kT_BHKT = jnp.swapaxes(k_BHTK, 2, 3)
     dk_BHTK = jnp.zeros(k_BHTK.shape, f32)
     dv_BHTK = jnp.zeros(v_BHTK.shape, f32)
-    dqs = []
+    dqTs = []
     for a, b in _query_blocks(q_BHTK.shape[2], blk):
         q_BHQK, do_BHQK = q_BHTK[:, :, a:b], do_BHTK[:, :, a:b]
-        s_BHQS = jnp.einsum("bhqd,bhsd->bhqs", q_BHQK, k_BHTK[:, :, :b], preferred_element_type=f32)
-        visible_QS = jnp.arange(a, b)[:, None] >= jnp.arange(b)[None, :]
-        p_BHQS = jnp.where(visible_QS, jnp.exp(s_BHQS - lse_BHT[:, :, a:b, None]), 0.0)
-        dp_BHQS = jnp.einsum("bhqd,bhsd->bhqs", do_BHQK, v_BHTK[:, :, :b], preferred_element_type=f32)
-        ds_BHQS = p_BHQS * (dp_BHQS - delta_BHT[:, :, a:b, None])
-        dt = q_BHTK.dtype
-        dqs.append(jnp.einsum("bhqs,bhsd->bhqd", ds_BHQS.astype(dt), k_BHTK[:, :, :b], preferred_element_type=f32))
+        sT_BHSQ = jnp.einsum("bhsd,bhqd->bhsq", k_BHTK[:, :, :b], q_BHQK, preferred_element_type=f32)
+        visible_SQ = jnp.arange(b)[:, None] <= jnp.arange(a, b)[None, :]
+        pT_BHSQ = jnp.where(visible_SQ, jnp.exp(sT_BHSQ - lse_BHT[:, :, None, a:b]), 0.0)
+        dpT_BHSQ = jnp.einsum("bhsd,bhqd->bhsq", v_BHTK[:, :, :b], do_BHQK, preferred_element_type=f32)
+        dsT_BHSQ = (pT_BHSQ * (dpT_BHSQ - delta_BHT[:, :, None, a:b])).astype(dt)
+        dqTs.append(jnp.einsum("bhds,bhsq->bhdq", kT_BHKT[:, :, :, :b], dsT_BHSQ, preferred_element_type=f32))
         dk_BHTK = dk_BHTK.at[:, :, :b].add(
-            jnp.einsum("bhqs,bhqd->bhsd", ds_BHQS.astype(dt), q_BHQK, preferred_element_type=f32))
+            jnp.einsum("bhsq,bhqd->bhsd", dsT_BHSQ, q_BHQK, preferred_element_type=f32))
         dv_BHTK = dv_BHTK.at[:, :, :b].add(
-            jnp.einsum("bhqs,bhqd->bhsd", p_BHQS.astype(dt), do_BHQK, preferred_element_type=f32))
-    dq_BHTK = jnp.concatenate(dqs, axis=2)
+            jnp.einsum("bhsq,bhqd->bhsd", pT_BHSQ.astype(dt), do_BHQK, preferred_element_type=f32))
+    dq_BHTK = jnp.swapaxes(jnp.concatenate(dqTs, axis=3), 2, 3)
     return dq_BHTK.astype(q_BHTK.dtype), dk_BHTK.astype(k_BHTK.dtype), dv_BHTK.astype(v_BHTK.dtype)
 
 
