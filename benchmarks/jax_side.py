@@ -137,6 +137,19 @@ def _bf16_logit_error(params32, cfg32, params16, cfg16, prompts, new):
                 argmax_agree=float((f32.argmax(-1) == f16.argmax(-1)).mean()))
 
 
+def attention(batch=1, seq=1024, heads=12, head_dim=64, repeats=5, impl="auto"):
+    """The causal attention kernel alone (GPT-2 124M shapes): forward, and forward + backward."""
+    from gpt2_jax.attention import causal_attention
+    ks = jax.random.split(jax.random.key(0), 4)
+    q, k, v, w = (jax.random.normal(kk, (batch, seq, heads, head_dim)) for kk in ks)
+    f = lambda q, k, v: causal_attention(q, k, v, impl=impl)
+    fwd, c1 = _compile(jax.jit(f), q, k, v)
+    fb, c2 = _compile(jax.jit(jax.grad(lambda q, k, v: (f(q, k, v) * w).sum(), argnums=(0, 1, 2))), q, k, v)
+    for name, fn, c in (("attn_fwd", fwd, c1), ("attn_fwdbwd", fb, c2)):
+        times = time_repeats(lambda: jax.block_until_ready(fn(q, k, v)), repeats)
+        emit(name, "jax", units=1, times=times, unit="calls/s", compile_s=c, impl=impl)
+
+
 def tokenizer(repeats=5):
     """gpt2_jax.tokenizer.Tokenizer encoding WikiText-2-raw test (whole file, one call)."""
     from gpt2_jax.paths import data_dir
@@ -174,5 +187,5 @@ def data(source="tinyshakespeare", seq=1024, batch=1, steps=200):
     emit("data_tf_batches", "jax", units=n * td.tokens_per_step, times=[time.perf_counter() - t0])
 
 
-CASES = {"forward": forward, "tokenizer": tokenizer, "data": data, "train": train, "gemm_peak": gemm_peak, "bandwidth": bandwidth,
+CASES = {"forward": forward, "attention": attention, "tokenizer": tokenizer, "data": data, "train": train, "gemm_peak": gemm_peak, "bandwidth": bandwidth,
          "generate": generate}

@@ -29,6 +29,7 @@ TUNED_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_T
 CASES = {
     "fwd_124m": (["forward", "size='124m'", "batch=1", "seq=1024"], ["forward", "size='124m'", "batch=1", "seq=1024"],
                  1.0, "124M eval forward, 1x1024"),
+    "attention": (["attention"], ["attention"], None, "causal attention kernel, 1x1024, 12 heads x 64"),
     "train_small": (["train", "size='small'", "batch=8", "seq=256"], ["train", "size='small'", "batch=8", "seq=256"],
                     1.3, "small (6L d384 ctx256) train step, 8x256"),
     "train_124m": (["train", "size='124m'", "batch=1", "seq=1024", "repeats=2"],
@@ -87,7 +88,7 @@ def table(results: dict) -> str:
     lines = ["| case | gpt2_jax | reference | unit | ratio | target | met | jax compile s | jax / ref peak RSS MB |",
              "|---|---:|---:|---|---:|---:|---|---:|---:|"]
     targets = {name: CASES[name][2] for name in CASES}
-    order = ["fwd_124m", "train_small", "train_124m", "gen_b1", "gen_b8", "gen_b1_bf16", "tokenizer",
+    order = ["fwd_124m", "attn_fwd", "attn_fwdbwd", "train_small", "train_124m", "gen_b1", "gen_b8", "gen_b1_bf16", "tokenizer",
              "gemm_peak", "read_bw", "data_raw", "data_cached", "data_batch_at", "data_tf_batches"]
     for case in order:
         if case not in results:
@@ -166,6 +167,7 @@ def main(argv=None) -> None:
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="glibc allocator settings for both sides (see TUNED_MALLOC)")
     ap.add_argument("--markdown", default="", help="also write the table into this file between markers")
+    ap.add_argument("--json", default="", help="also dump every raw record to this file")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per worker process")
     args = ap.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 2)
@@ -188,13 +190,16 @@ def main(argv=None) -> None:
     text = header + "\n\n" + table(results)
     print(text)
     if args.markdown:
-        write_markdown(args.markdown, text, json.dumps(results))
+        write_markdown(args.markdown, text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f)
 
 
 BEGIN, END = "<!-- benchmarks.run:begin -->", "<!-- benchmarks.run:end -->"
 
 
-def write_markdown(path: str, text: str, raw: str) -> None:
+def write_markdown(path: str, text: str) -> None:
     """Replace the block between the markers in `path` (append one if missing)."""
     block = f"{BEGIN}\n{text}\n{END}"
     try:
@@ -208,8 +213,6 @@ def write_markdown(path: str, text: str, raw: str) -> None:
         doc = doc + ("\n" if doc else "") + block + "\n"
     with open(path, "w") as f:
         f.write(doc)
-    with open(os.path.splitext(path)[0] + "_raw.json", "w") as f:
-        f.write(raw)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,23 @@ def generate(batch=1, prompt=32, new=128, repeats=3):
     emit(f"gen_b{batch}", "torch", units=batch * new, times=times, compile_s=first)
 
 
+def attention(batch=1, seq=1024, heads=12, head_dim=64, repeats=5):
+    """torch's fused causal SDPA kernel alone: forward, and forward + backward."""
+    q, k, v = (torch.randn(batch, heads, seq, head_dim, requires_grad=True) for _ in range(3))
+    w = torch.randn(batch, heads, seq, head_dim)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def fwd():
+        with torch.no_grad():
+            sdpa(q, k, v, is_causal=True)
+
+    def fb():
+        (sdpa(q, k, v, is_causal=True) * w).sum().backward()
+
+    for name, fn in (("attn_fwd", fwd), ("attn_fwdbwd", fb)):
+        emit(name, "torch", units=1, times=time_repeats(fn, repeats), unit="calls/s")
+
+
 def tokenizer(repeats=5):
     """Raw tiktoken (the reference) encoding WikiText-2-raw test, built from the same local BPE files."""
     import os
@@ -97,4 +114,4 @@ def tokenizer(repeats=5):
     emit("tokenizer", "torch", units=len(text.encode("utf-8")) / 1e6, times=times, unit="MB/s")
 
 
-CASES = {"forward": forward, "train": train, "generate": generate, "tokenizer": tokenizer}
+CASES = {"forward": forward, "attention": attention, "train": train, "generate": generate, "tokenizer": tokenizer}
