@@ -30,7 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OVERRIDES = ["console=false", "eval_every=0", "log_every=1", "checkpoint_every=5"]
 TOTAL = 20  # tiny_test's total_steps
 
-# FAULT_STALL_SAVE=STEP:SECONDS   the async save of STEP sleeps before it commits (tmp dir on disk)
+# FAULT_STALL_SAVE=STEP:SECONDS   the async save of STEP sleeps before it commits (tmp dir on disk),
+#                                 after creating the file FAULT_STALL_MARKER if that is set
 # FAULT_NAN_AT_STEP=N             step N returns a NaN loss and NaN params
 # FAULT_STEP_SECONDS=S            sleep S after each step is dispatched (time to send a signal)
 # FAULT_ENTRY=cli                 run gpt2_jax.cli.main instead of experiments.main.main
@@ -46,6 +47,8 @@ DRIVER = textwrap.dedent("""
         async def slow_commit(self):
             if self.get_final().name == step:
                 print(f"fault: save of step {step} stalls before its commit", flush=True)
+                if os.environ.get("FAULT_STALL_MARKER"):
+                    open(os.environ["FAULT_STALL_MARKER"], "w").close()
                 await asyncio.sleep(float(seconds))
             return await commit(self)
         atomicity.AtomicRenameTemporaryPath.finalize = slow_commit
@@ -164,21 +167,23 @@ def reference(tools, tmp_path_factory):
 
 
 def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(tools, reference, tmp_path):
-    proc = _start(tools, _main_args(tmp_path), stall_save="10:600")
-    tmp_dir = tmp_path / "checkpoints" / "10.orbax-checkpoint-tmp"
+    workdir, marker = tmp_path / "run", tmp_path / "stalled"
+    proc = _start(tools, _main_args(workdir), stall_save="10:600", stall_marker=marker)
+    tmp_dir = workdir / "checkpoints" / "10.orbax-checkpoint-tmp"
     # the save of step 10 wrote its tmp dir and never commits; training goes on until the save of
     # step 15 waits for it: kill the process there
-    _wait_for(lambda: len(read_jsonl(tmp_path / "metrics.jsonl")) >= 15, proc, "step 15")
+    _wait_for(lambda: marker.exists() and len(read_jsonl(workdir / "metrics.jsonl")) >= 15, proc,
+              "the stalled save of step 10 and step 15")
     assert (tmp_dir / "params").is_dir()
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert tmp_dir.is_dir() and not (tmp_path / "checkpoints" / "10").exists()
-    assert _steps(tmp_path) == [5]
-    assert max(s for s, _ in _losses(tmp_path)) == 15  # logged past the unfinished save
+    assert tmp_dir.is_dir() and not (workdir / "checkpoints" / "10").exists()
+    assert _steps(workdir) == [5]
+    assert max(s for s, _ in _losses(workdir)) == 15  # logged past the unfinished save
 
-    rerun = _run(tools, _main_args(tmp_path))
-    _assert_finishes_like_reference(rerun, tmp_path, reference, start_step=5)
+    rerun = _run(tools, _main_args(workdir))
+    _assert_finishes_like_reference(rerun, workdir, reference, start_step=5)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_like_an_uninterrupted_run(tools, reference, tmp_path):
