@@ -116,6 +116,8 @@ def test_cli_unknown_experiment_is_one_line_exit_2(tmp_path):
     (["--config.data.source={empty}", "--config.data.tokenizer_vocab_size=0"], "empty corpus"),
     (["--config.batch_size=6", "--config.grad_accum_steps=4"], "not divisible by grad_accum_steps=4"),
     (["--bogus=1"], "unknown argument '--bogus=1'"),
+    (["--config.optimizer.peak_lr=nan"], "peak_lr=nan must be a finite number"),
+    (["--workdir={empty}"], "empty.txt is a file, not a directory"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, args, match):
     empty = tmp_path / "empty.txt"

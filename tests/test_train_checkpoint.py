@@ -82,6 +82,39 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, states):
     ck.close()
 
 
+def test_reading_a_damaged_workdir_names_the_step_and_the_fallback(tmp_path, states):
+    _, a, b, _ = states
+    _save(tmp_path, (1, a), (2, b))
+    for f in (tmp_path / "checkpoints" / "2" / "params").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[:10])  # truncated array data
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 .* corrupt or truncated: cannot read its params.*"
+                                              r"step=1 \(checkpoints/1\)"):
+        ckpt_lib.load_params_from_workdir(tmp_path)
+    params, _ = ckpt_lib.load_params_from_workdir(tmp_path, step=1)  # the named fallback works
+    _assert_same(params, a.params)
+    (tmp_path / "checkpoints" / "2" / "meta" / "metadata").write_text("{bad")
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 .* meta \(not valid JSON\)"):
+        ckpt_lib.checkpoint_metadata(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_failed_write_is_a_training_error_naming_the_resume_step(tmp_path, states, monkeypatch):
+    from gpt2_jax.errors import TrainingError
+    _, a, b, _ = states
+    _save(tmp_path, (1, a))
+    ck = ckpt_lib.Checkpointer(tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.manager, "save", disk_full)
+    with pytest.raises(TrainingError, match=r"checkpoint of step 2 .* failed \(OSError: .*No space left.*"
+                                            r"newest complete checkpoint is step 1.*rerun"):
+        ck.save(2, b, META)
+    ck.close()
+
+
 def test_torn_save_is_ignored(tmp_path, states):
     _, a, _, abstract = states
     _save(tmp_path, (1, a))

@@ -169,6 +169,21 @@ def test_nonfinite_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(p)).all() for p in __import__("jax").tree.leaves(params))
 
 
+def test_resume_with_another_model_is_refused_and_leaves_checkpoints_alone(tmp_path):
+    from experiments import registry
+    from gpt2_jax.errors import ConfigError
+    from gpt2_jax.train import loop
+    base = ["total_steps=2", "checkpoint_every=2", "log_every=1", "eval_every=0", "console=false"]
+    loop.train(registry.get_config("tiny_test", overrides=base), str(tmp_path))
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").rglob("*"))
+    for override, match in (("model.n_embd=128", r"n_embd=64 in checkpoints/2 but 128 in this config"),
+                            ("optimizer.grad_clip=0.0", r"optimizer state in checkpoints/2 does not fit")):
+        with pytest.raises(ConfigError, match=match):
+            loop.train(registry.get_config("tiny_test", overrides=base + ["total_steps=4", override]), str(tmp_path))
+    after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").rglob("*"))
+    assert after == before and not (tmp_path / "checkpoints_corrupt").exists()
+
+
 def test_default_tiny_shakespeare_falls_below_unigram_entropy(tmp_path):
     """The real default experiment, unchanged; its loss must beat the corpus's unigram entropy."""
     out = subprocess.run(_main_cmd(tmp_path, experiment="tiny_shakespeare"), env=_env(1), cwd=ROOT,

@@ -75,7 +75,8 @@ def test_clip_scales_gradient_to_max_norm_before_adam():
 
 
 @pytest.mark.parametrize("field,value", [("peak_lr", 0.0), ("warmup_steps", -1), ("min_lr_ratio", 1.5),
-                                         ("weight_decay", -0.1)])
+                                         ("weight_decay", -0.1), ("peak_lr", float("nan")),
+                                         ("grad_clip", float("inf"))])
 def test_bad_values_raise_config_error(field, value):
     with pytest.raises(ConfigError, match=field):
         OptimizerConfig(**{field: value})

@@ -3,9 +3,11 @@ config, tokenizer spec) under WORKDIR/checkpoints/<step>; resume from the newest
 onto any mesh; load just the params of a workdir for evals and export."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from gpt2_jax.config import GPT2Config
-from gpt2_jax.errors import CheckpointError
+from gpt2_jax.errors import CheckpointError, TrainingError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,34 @@ def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
     return epath.Path(workdir) / CHECKPOINT_DIR
 
 
+def _silence_closed_loop_callbacks() -> None:
+    """After a failed orbax read, tensorstore still completes the reads that were in flight and
+    their callbacks hit orbax's already-closed event loop, printing 'Event loop is closed'
+    tracebacks via sys.unraisablehook (even before the error reaches us). Installed before any
+    checkpoint I/O; drops exactly those, anything else goes to the previous hook."""
+    import sys
+    previous = sys.unraisablehook
+    if getattr(previous, "_gpt2_jax_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._gpt2_jax_filter = True
+    sys.unraisablehook = hook
+
+
+def _short(e: BaseException, limit: int = 120) -> str:
+    """First line of an exception, without the long paths tensorstore puts in it."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = re.sub(r'(local file )?"/[^"]*"', "", text)
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Checkpointer:
     """One run's CheckpointManager: save every step it is asked to, keep the newest `keep`."""
 
@@ -35,50 +65,82 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=not read_only,
                                                enable_async_checkpointing=async_save,
                                                read_only=read_only)
+        _silence_closed_loop_callbacks()
         self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=_ITEMS)
+        self._pending: int | None = None
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> bool:
-        """Start an (async) save of `state` at `step`; False if that step is already saved."""
+        """Start an (async) save of `state` at `step`; False if that step is already saved. A
+        failed write (disk full, no permission) raises TrainingError naming the step to resume from."""
         if step in self.manager.all_steps():
             return False
         args = ocp.args.Composite(params=ocp.args.StandardSave(state.params),
                                   opt_state=ocp.args.StandardSave(state.opt_state),
                                   meta=ocp.args.JsonSave(dict(meta, step=int(step))))
-        return bool(self.manager.save(step, args=args, force=True))
+        self._pending = int(step)
+        try:
+            return bool(self.manager.save(step, args=args, force=True))
+        except Exception as e:  # noqa: BLE001 - includes the previous async save's failure
+            raise self._write_error(e) from None
 
     def wait(self) -> None:
         """Block until the pending async save is committed to disk."""
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(e) from None
+        self._pending = None
+
+    def _write_error(self, e: BaseException) -> TrainingError:
+        done = [s for s in self.steps() if s != self._pending]
+        kept = f"the newest complete checkpoint is step {done[-1]}" if done else "no checkpoint is complete"
+        return TrainingError(
+            f"writing the checkpoint of step {self._pending} to {checkpoint_dir(self.workdir)} failed "
+            f"({_short(e)}); is the disk full or too small (file too large / no space)? {kept}. "
+            "Free space and rerun the same command to resume from it.")
 
     def close(self) -> None:
-        self.manager.close()
+        """Finish pending saves and release the manager; write errors here were already raised."""
+        try:
+            self.manager.close()
+        except Exception as e:  # noqa: BLE001 - closing after a failed save re-raises its error
+            log.warning("closing the checkpoint manager: %s", _short(e))
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
     # ------------------------------------------------------------------ restore
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    def restore(self, step: int, abstract_state: Any,
+                check: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
         """The state saved at `step`, placed per the shardings in `abstract_state` (a TrainState of
-        ShapeDtypeStructs), so it restores onto a different mesh or device count."""
+        ShapeDtypeStructs), so it restores onto a different mesh or device count. `check(step, meta)`
+        runs on the saved description first and may raise a UserError (e.g. another model)."""
+        meta = dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+        if check is not None:
+            check(step, meta)
         args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_state.params),
-                                  opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
-                                  meta=ocp.args.JsonRestore())
+                                  opt_state=ocp.args.StandardRestore(abstract_state.opt_state))
         out = self.manager.restore(step, args=args)
         step_sh = abstract_state.step.sharding
         step_arr = jax.device_put(jnp.asarray(step, jnp.int32), step_sh) if step_sh else jnp.asarray(step)
-        return abstract_state.replace(step=step_arr, params=out.params, opt_state=out.opt_state), dict(out.meta)
+        return abstract_state.replace(step=step_arr, params=out.params, opt_state=out.opt_state), meta
 
-    def restore_latest(self, abstract_state: Any) -> tuple[Any | None, dict[str, Any] | None]:
+    def restore_latest(self, abstract_state: Any,
+                       check: Callable[[int, dict[str, Any]], None] | None = None
+                       ) -> tuple[Any | None, dict[str, Any] | None]:
         """Restore the newest readable checkpoint; an unreadable one is moved to checkpoints_corrupt/
-        with a warning and the previous one is tried. (None, None) when there is none."""
+        with a warning and the previous one is tried. (None, None) when there is none. Errors from
+        `check` (a checkpoint of another model) propagate: those checkpoints are not corrupt."""
         for step in reversed(self.steps()):
             try:
-                return self.restore(step, abstract_state)
+                return self.restore(step, abstract_state, check)
+            except UserError:
+                raise
             except Exception as e:  # noqa: BLE001 - any read failure means "corrupt": fall back
                 msg = (f"checkpoint at step {step} in {checkpoint_dir(self.workdir)} is unreadable "
-                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); moving it "
-                       f"to {self.workdir / CORRUPT_DIR} and falling back to the previous one.")
+                       f"({_short(e)}); moving it to {self.workdir / CORRUPT_DIR} and falling back "
+                       "to the previous one.")
                 log.warning(msg)
                 import warnings
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
@@ -104,6 +166,7 @@ def _read_only_manager(workdir: str | epath.PathLike) -> ocp.CheckpointManager:
     if not path.exists():
         raise CheckpointError(f"no checkpoints in {workdir}: {path} does not exist. Pass the --workdir "
                               "of a training run (it holds checkpoints/<step>/).")
+    _silence_closed_loop_callbacks()
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     return ocp.CheckpointManager(path, options=options, item_names=_ITEMS)
 
@@ -121,13 +184,35 @@ def _pick_step(manager: ocp.CheckpointManager, workdir, step: int | None) -> int
     return step
 
 
+def _unreadable(manager, workdir, step: int, what: str, e: BaseException) -> CheckpointError:
+    """A short error for a checkpoint that cannot be read, pointing at an older readable step."""
+    older = [s for s in sorted(manager.all_steps()) if s < step]
+    fix = (f"load the previous one with step={older[-1]} (checkpoints/{older[-1]}), or move "
+           f"checkpoints/{step} away" if older else "retrain; there is no older checkpoint")
+    return CheckpointError(f"{checkpoint_dir(workdir).name}/{step} in {workdir} is corrupt or truncated: "
+                           f"cannot read its {what} ({_short(e, 80)}); {fix}.")
+
+
+def _read_meta(manager, workdir, step: int) -> dict[str, Any]:
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # noqa: BLE001 - e.g. JSONDecodeError of a damaged metadata file
+        what = "meta (not valid JSON)" if isinstance(e, json.JSONDecodeError) else "meta"
+        raise _unreadable(manager, workdir, step, what, e) from None
+    if not isinstance(meta, dict):
+        raise _unreadable(manager, workdir, step, "meta", ValueError("not a JSON object"))
+    return dict(meta)
+
+
 def checkpoint_metadata(workdir: str | epath.PathLike, step: int | None = None) -> dict[str, Any]:
     """The JSON saved beside a checkpoint: model_config (GPT2Config dict), tokenizer spec, step,
     experiment name. `step=None` = the newest."""
     manager = _read_only_manager(workdir)
-    step = _pick_step(manager, workdir, step)
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    return dict(meta, step=step)
+    try:
+        step = _pick_step(manager, workdir, step)
+        return dict(_read_meta(manager, workdir, step), step=step)
+    finally:
+        manager.close()
 
 
 def tokenizer_spec(workdir: str | epath.PathLike, step: int | None = None) -> str:
@@ -143,22 +228,24 @@ def load_params_from_workdir(workdir: str | epath.PathLike, step: int | None = N
     """(params, GPT2Config) of a training run's newest (or `step`) checkpoint, on one device
     (default: the first local one). Reads only the params, not the optimizer state."""
     manager = _read_only_manager(workdir)
-    step = _pick_step(manager, workdir, step)
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    if "model_config" not in meta:
-        raise CheckpointError(f"checkpoint {checkpoint_dir(workdir) / str(step)} has no model_config in "
-                              "its metadata; it was not written by gpt2_jax.train.")
-    cfg = GPT2Config.from_dict(meta["model_config"])
-    from gpt2_jax.model import param_shapes
-    target = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
-                            param_shapes(cfg))
     try:
-        out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"cannot read params of {checkpoint_dir(workdir) / str(step)}: "
-                              f"{type(e).__name__}: {e}. Pass step= of another checkpoint.") from None
-    return out.params, cfg
+        step = _pick_step(manager, workdir, step)
+        meta = _read_meta(manager, workdir, step)
+        if "model_config" not in meta:
+            raise CheckpointError(f"checkpoint {checkpoint_dir(workdir) / str(step)} has no model_config in "
+                                  "its metadata; it was not written by gpt2_jax.train.")
+        cfg = GPT2Config.from_dict(meta["model_config"])
+        from gpt2_jax.model import param_shapes
+        target = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
+                                param_shapes(cfg))
+        try:
+            out = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+        except Exception as e:  # noqa: BLE001
+            raise _unreadable(manager, workdir, step, "params", e) from None
+        return out.params, cfg
+    finally:
+        manager.close()
 
 
 def is_workdir(path: str | epath.PathLike) -> bool:

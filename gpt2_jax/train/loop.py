@@ -16,7 +16,7 @@ import numpy as np
 from etils import epath
 
 from gpt2_jax import sharding
-from gpt2_jax.errors import TrainingError
+from gpt2_jax.errors import ConfigError, TrainingError
 from gpt2_jax.train import build, distributed, metrics as metrics_lib, mfu as mfu_lib, step as step_lib
 from gpt2_jax.train.checkpoint import Checkpointer, checkpoint_dir
 from gpt2_jax.train.optimizer import learning_rate_schedule, make_optimizer
@@ -49,6 +49,7 @@ class _Run:
         self.eval_batch_size = int(config.get("eval_batch_size", 0)) or self.batch_size
         self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
         self.state_sh = step_lib.state_shardings(self.model_cfg, self.optimizer, self.mesh, self.rules)
+        self.opt_layout = _opt_layout(self)
         self.row_index, self.row_count = distributed.process_rows(self.batch_sh, self.batch_size)
         from gpt2_jax.data.pipeline import make_train_data  # TensorFlow enters here, not at import
         self.data = make_train_data(
@@ -59,15 +60,44 @@ class _Run:
     @property
     def meta(self) -> dict[str, Any]:
         return {"model_config": self.model_cfg.to_dict(), "tokenizer": self.tokenizer_spec,
-                "experiment": self.config.get("name", ""), "seq_len": self.seq_len}
+                "experiment": self.config.get("name", ""), "seq_len": self.seq_len,
+                "opt_state_layout": self.opt_layout}
 
     def global_batch(self, local: dict[str, np.ndarray], rows: int) -> dict[str, jax.Array]:
         return distributed.global_batch(local, self.batch_sh, rows)
 
 
+# GPT2Config fields that change parameter shapes: a checkpoint restores only if they all match.
+_ARCH_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner")
+
+
+def _opt_layout(run: "_Run") -> str:
+    """The optimizer state's tree structure, saved with checkpoints to refuse a mismatched resume."""
+    return str(jax.tree.structure(step_lib.abstract_state(run.model_cfg, run.optimizer).opt_state))
+
+
+def _check_resume(run: "_Run"):
+    """check(step, meta) for Checkpointer.restore: ConfigError if the workdir's checkpoints belong to
+    another model or optimizer (so they are neither restored wrongly nor taken for corrupt)."""
+    want, layout = run.model_cfg.to_dict(), run.opt_layout
+
+    def check(step: int, meta: dict[str, Any]) -> None:
+        saved = meta.get("model_config", {})
+        diff = [f"{k}={saved.get(k)} in checkpoints/{step} but {want[k]} in this config"
+                for k in _ARCH_FIELDS if k in saved and saved[k] != want[k]]
+        if diff:
+            raise ConfigError(f"workdir {run.workdir} holds checkpoints of a different model ({'; '.join(diff)}); "
+                              "use a new --workdir, or the settings the run was started with.")
+        if meta.get("opt_state_layout", layout) != layout:
+            raise ConfigError(f"workdir {run.workdir}: the optimizer state in checkpoints/{step} does not fit "
+                              "this config's optimizer (was optimizer.grad_clip switched between 0 and > 0?); "
+                              "use the run's original optimizer settings or a new --workdir.")
+    return check
+
+
 def _initial_state(run: _Run, ckpt: Checkpointer):
     abstract = step_lib.with_shardings(step_lib.abstract_state(run.model_cfg, run.optimizer), run.state_sh)
-    state, meta = ckpt.restore_latest(abstract)
+    state, meta = ckpt.restore_latest(abstract, _check_resume(run))
     if state is not None:
         log.info("resumed from step %d of %s", int(state.step), checkpoint_dir(run.workdir))
         return state, True
@@ -133,6 +163,9 @@ def train(config, workdir: str, *, on_step: Callable[[int], None] | None = None)
     after each step is dispatched (tests use it to inject failures)."""
     t_start = time.time()
     workdir = epath.Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir {workdir} is a file, not a directory; pass a new or existing "
+                          "directory as --workdir (checkpoints and metrics go there).")
     primary = jax.process_index() == 0
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ decay, and global-norm clipping, all from optax (GPT-2/3 recipe)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -31,8 +32,13 @@ class OptimizerConfig:
     grad_clip: float = 1.0           # global-norm clip; 0 disables
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"optimizer.{f.name}={value} must be a finite number (the default is "
+                                  f"{f.default}).")
         for name in ("peak_lr", "eps", "b1", "b2"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise ConfigError(f"optimizer.{name}={getattr(self, name)} must be > 0.")
         for name in ("warmup_steps", "decay_steps"):
             if getattr(self, name) < 0:
