@@ -239,11 +239,20 @@ def load_hf(path: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2Conf
     return hf_state_dict_to_params(sd, cfg, source=str(d)), cfg
 
 
+def _output_dir(out_dir: str | os.PathLike) -> pathlib.Path:
+    """`out_dir`, created; a clear error if it names an existing file."""
+    d = pathlib.Path(out_dir).expanduser()
+    if d.exists() and not d.is_dir():
+        raise CheckpointError(f"output path {d} is a file, not a directory; pass a new or existing directory "
+                              "(the checkpoint is written as several files inside it).")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def save_hf(params: Params, cfg: GPT2Config, out_dir: str | os.PathLike) -> pathlib.Path:
     """Write config.json + model.safetensors that `transformers.GPT2LMHeadModel.from_pretrained` loads."""
     from safetensors.numpy import save_file
-    d = pathlib.Path(out_dir).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
+    d = _output_dir(out_dir)
     (d / "config.json").write_text(json.dumps(hf_config_from_cfg(cfg), indent=2) + "\n")
     save_file(params_to_hf_state_dict(params, cfg), str(d / "model.safetensors"), metadata={"format": "pt"})
     return d
@@ -310,9 +319,8 @@ def save_openai(params: Params, cfg: GPT2Config, out_dir: str | os.PathLike,
                 vocab_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """Write hparams.json + a TF checkpoint with OpenAI's variable names (model/h0/attn/c_attn/w ...);
     with `vocab_dir`, also copy encoder.json and vocab.bpe so the dir is a complete model release."""
+    d = _output_dir(out_dir)
     tf = _tf()
-    d = pathlib.Path(out_dir).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
     hp = dict(n_vocab=cfg.vocab_size, n_ctx=cfg.n_positions, n_embd=cfg.n_embd, n_head=cfg.n_head,
               n_layer=cfg.n_layer)
     (d / "hparams.json").write_text(json.dumps(hp, indent=2) + "\n")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from gpt2_jax import attention
 from gpt2_jax.config import GPT2Config
+from gpt2_jax.errors import InputError
 
 Params = dict[str, Any]
 _ACT = ("activation_batch", "activation_length", "activation_embed")
@@ -210,6 +211,9 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
     """
     b, t = tokens_BT.shape
     if positions_BT is None:
+        if t > cfg.n_positions:
+            raise InputError(f"{t} tokens exceed the model's context of n_positions={cfg.n_positions}; "
+                             f"pass at most {cfg.n_positions} tokens (slide a window over longer text).")
         positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     mask_BTS = None
     if key_mask_BT is not None:

@@ -237,6 +237,14 @@ class Tokenizer:
         for p in paths:
             if not p.is_file():
                 raise TokenizerError(f"sentencepiece training file not found: {p}; pass existing text files.")
+        for p in paths:
+            raw = p.read_bytes()
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw[:e.start].count(b"\n") + 1
+                raise TokenizerError(f"{p}:{line}: not UTF-8 (byte offset {e.start}); re-encode the file as "
+                                     "UTF-8, e.g. iconv -f latin1 -t utf-8.") from None
         if not any(p.read_bytes().strip() for p in paths):
             raise TokenizerError(f"sentencepiece training input is empty: {[str(p) for p in paths]}; "
                                  "pass files that contain text.")

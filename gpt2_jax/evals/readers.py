@@ -177,7 +177,8 @@ def read_coqa(path: PathLike | None = None, data_dir: PathLike | None = None) ->
     try:
         doc = json.loads(_read_utf8(p))
     except json.JSONDecodeError as e:
-        raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg}).") from None
+        raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg}); expected the official CoQA file "
+                        "(coqa-dev-v1.0.json): re-download it (gpt2_jax.evals.download(['coqa'])).") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(f"{p}: expected an object with a list 'data' of stories (official CoQA format).")
     stories = []

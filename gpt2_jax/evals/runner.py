@@ -134,6 +134,8 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     unknown = sorted(set(files) - set(TASKS))
     if unknown:
         raise InputError(f"files= names unknown task(s) {unknown}; known: {', '.join(TASKS)}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r} must be a positive integer (sequences scored at once).")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise InputError(f"limit={limit!r} must be a positive integer (or None for everything).")
     # Resolve every data file before loading the model, so a missing file fails fast.

@@ -25,7 +25,12 @@ _ITEMS = ("params", "opt_state", "meta")
 
 
 def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
-    return epath.Path(workdir) / CHECKPOINT_DIR
+    """WORKDIR/checkpoints as an absolute path: orbax refuses relative ones, and a run resumed
+    from another cwd must find the same directory. Remote paths (gs://...) are kept as they are."""
+    path = epath.Path(workdir)
+    if "://" not in str(workdir):
+        path = path.absolute()
+    return path / CHECKPOINT_DIR
 
 
 def _silence_closed_loop_callbacks() -> None:
