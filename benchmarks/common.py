@@ -29,11 +29,25 @@ def time_repeats(fn: Callable[[], object], repeats: int, warmup: int = 1) -> lis
     return times
 
 
+def time_repeats_cpu(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Like time_repeats, also returning this process's CPU seconds (all threads) per call: on a
+    shared machine CPU time is what the process actually got, wall time includes waiting."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def emit(case: str, side: str, *, units: float, times: list[float], compile_s: float = 0.0,
          unit: str = "tokens/s", **extra) -> dict:
     """Print one result line: throughput = units / median(time)."""
     med = statistics.median(times)
-    rec = dict(case=case, side=side, value=units / med, unit=unit, median_s=med,
+    rec = dict(case=case, side=side, value=units / med, unit=unit, units=units, median_s=med,
                times=[round(t, 5) for t in times], compile_s=round(compile_s, 2),
                peak_rss_mb=round(peak_rss_mb()), **extra)
     print(RESULT_TAG + json.dumps(rec), flush=True)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import SMALL, emit, time_repeats
+from benchmarks.common import SMALL, emit, time_repeats, time_repeats_cpu
 from gpt2_jax import model
 from gpt2_jax.config import GPT2Config
 
@@ -33,8 +33,8 @@ def forward(size="124m", batch=1, seq=1024, repeats=3, **overrides):
     params = model.init_params(cfg, jax.random.key(0))
     x = _tokens(batch, seq)
     fwd, compile_s = _compile(jax.jit(lambda p, x: model.forward(p, x, cfg)), params, x)
-    times = time_repeats(lambda: fwd(params, x).block_until_ready(), repeats)
-    emit(f"fwd_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s,
+    times, cpu = time_repeats_cpu(lambda: fwd(params, x).block_until_ready(), repeats)
+    emit(f"fwd_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s, cpu_s=cpu,
          flops_per_token=cfg.flops_per_token(seq, training=False), config=_short(cfg))
 
 
@@ -61,8 +61,8 @@ def train(size="small", batch=8, seq=256, repeats=3, **overrides):
         holder[0], metrics = step_c(holder[0], batch_d)
         metrics["loss"].block_until_ready()
 
-    times = time_repeats(run, repeats)
-    emit(f"train_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s,
+    times, cpu = time_repeats_cpu(run, repeats)
+    emit(f"train_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s, cpu_s=cpu,
          flops_per_token=cfg.flops_per_token(seq, training=True), config=_short(cfg))
 
 
