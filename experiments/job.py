@@ -89,31 +89,39 @@ def write_report(workdir: str | pathlib.Path, summary: dict[str, Any] | None = N
     return out
 
 
+def run_evals(config, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print) -> Any:
+    """config.eval_after_training: the zero-shot suite on the run's newest checkpoint, results in
+    WORKDIR/eval/ (results.json, .md table beside the paper, .png). None when there is nothing to run."""
+    tasks = list(config.get("eval_after_training", []) or [])
+    if not tasks:
+        return None
+    from gpt2_jax.evals import runner
+    from gpt2_jax.tokenizer import Tokenizer
+    from gpt2_jax.train import checkpoint
+
+    job = config.get("job") or {}
+    log(f"[job] zero-shot eval on {', '.join(tasks)} (limit {job.get('eval_limit') or 'none'})")
+    return runner.run_eval(checkpoint.load_params_from_workdir(workdir), tasks,
+                           mode=job.get("eval_mode", "paper"), data_dir=config.data.get("data_dir") or None,
+                           output=pathlib.Path(workdir) / "eval" / "results.json",
+                           limit=int(job.get("eval_limit", 0)) or None,
+                           tokenizer=Tokenizer.load(checkpoint.tokenizer_spec(workdir)), log=log)
+
+
 def run(config, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (resuming if the workdir has checkpoints), evaluate `config.job.eval_tasks`, sample
-    `config.job.prompts`, and write the report. Returns the training summary plus eval results."""
+    """Train (resuming if the workdir has checkpoints), evaluate `config.eval_after_training`,
+    sample `config.job.prompts`, and write the report. Returns the training summary plus evals."""
     import jax
 
-    from gpt2_jax.evals import runner
-    from gpt2_jax.train import checkpoint, loop
+    from gpt2_jax.train import loop
 
     workdir = pathlib.Path(workdir)
     summary = loop.train(config, str(workdir))
-    if jax.process_index() != 0:
+    if jax.process_index() != 0 or summary.get("preempted"):  # evals run on one host, after a full run
         return summary
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     job = config.get("job", {})
-    results = None
-    tasks = list(job.get("eval_tasks", []))
-    if tasks:
-        log(f"[job] zero-shot eval on {', '.join(tasks)} (limit {job.get('eval_limit') or 'none'})")
-        params, cfg = checkpoint.load_params_from_workdir(workdir)
-        from gpt2_jax.tokenizer import Tokenizer
-        results = runner.run_eval((params, cfg), tasks, mode=job.get("eval_mode", "paper"),
-                                  data_dir=config.data.data_dir or None,
-                                  output=workdir / "eval" / "results.json",
-                                  limit=job.get("eval_limit") or None,
-                                  tokenizer=Tokenizer.load(checkpoint.tokenizer_spec(workdir)), log=log)
+    results = run_evals(config, workdir, log=log)
     samples = sample_texts(workdir, list(job.get("prompts", ["\n"])), seed=int(config.seed))
     (workdir / "samples.json").write_text(json.dumps(samples, indent=2) + "\n")
     for s in samples:

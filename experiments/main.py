@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default="tiny_shakespeare")
     p.add_argument("--workdir", help="default runs/EXPERIMENT")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--mode", choices=("train", "job", "aot"), default="train")
+    p.add_argument("--mode", choices=("job", "train", "aot"), default="job",
+                   help="job (default): train, evaluate, sample, write WORKDIR/report.md; train: only train")
     p.add_argument("--tpu", default="")
     p.add_argument("--hbm_gb", type=float, default=0.0, help="per-device memory for --mode=aot")
     p.add_argument("--coordinator_address", default="")

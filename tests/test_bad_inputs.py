@@ -396,7 +396,7 @@ def test_disk_full_while_checkpointing_keeps_the_saved_checkpoints(ctx, tmp_path
     workdir = tmp_path / "run"
     shutil.copytree(ctx["workdir"], workdir)
     before = _snapshot(workdir)
-    argv = [sys.executable, "-m", "experiments.main", "--experiment=tiny_test", f"--workdir={workdir}",
+    argv = [sys.executable, "-m", "experiments.main", "--experiment=tiny_test", "--mode=train", f"--workdir={workdir}",
             *[f"--config.{o}" for o in ctx["train"] if not o.startswith("total_steps")], "--config.total_steps=9"]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
 

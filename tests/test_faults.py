@@ -104,7 +104,7 @@ def _env(tools, **faults):
 
 
 def _main_args(workdir):
-    return ["--experiment=tiny_test", f"--workdir={workdir}", *[f"--config.{o}" for o in OVERRIDES]]
+    return ["--experiment=tiny_test", "--mode=train", f"--workdir={workdir}", *[f"--config.{o}" for o in OVERRIDES]]
 
 
 def _cli_args(workdir):

@@ -44,8 +44,8 @@ def _losses(workdir):
     return [r["loss"] for r in read_jsonl(pathlib.Path(workdir) / "metrics.jsonl") if "loss" in r]
 
 
-def _main_cmd(workdir, *overrides, experiment="tiny_test"):
-    return [sys.executable, "-m", "experiments.main", f"--experiment={experiment}", f"--workdir={workdir}",
+def _main_cmd(workdir, *overrides, experiment="tiny_test", mode="train"):
+    return [sys.executable, "-m", "experiments.main", f"--experiment={experiment}", f"--mode={mode}", f"--workdir={workdir}",
             *[f"--config.{o}" for o in overrides]]
 
 
@@ -184,12 +184,21 @@ def test_resume_with_another_model_is_refused_and_leaves_checkpoints_alone(tmp_p
     assert after == before and not (tmp_path / "checkpoints_corrupt").exists()
 
 
-def test_default_tiny_shakespeare_falls_below_unigram_entropy(tmp_path):
-    """The real default experiment, unchanged; its loss must beat the corpus's unigram entropy."""
-    out = subprocess.run(_main_cmd(tmp_path, experiment="tiny_shakespeare"), env=_env(1), cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+def test_readme_main_job_trains_below_unigram_entropy_and_writes_the_report(tmp_path):
+    """README command 1 (`python -m experiments.main`, no flags: the tiny_shakespeare job) run as
+    written in a fresh directory: loss beats the corpus's unigram entropy; eval, samples, report."""
+    out = subprocess.run([sys.executable, "-m", "experiments.main"], env=_env(1), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(out.stdout.split("summary ", 1)[1])
+    tmp_path = tmp_path / "runs" / "tiny_shakespeare"
+    report = (tmp_path / "report.md").read_text()
+    assert "![training curve](training_curve.png)" in report and (tmp_path / "training_curve.png").stat().st_size > 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(results) == {"lambada", "wikitext2", "ptb"} and 0 <= results["lambada"]["acc"] <= 100
+    assert "Zero-shot evaluation" in report and (tmp_path / "eval" / "results.png").is_file()
+    samples = json.loads((tmp_path / "samples.json").read_text())
+    assert len(samples) == 2 and all(s.startswith(p) for s, p in zip(samples, ("ROMEO:", "JULIET:")))
+    summary = json.loads(out.stdout.rsplit("\nsummary ", 1)[1])
     from gpt2_jax.data.shards import load_token_stream
     from gpt2_jax.data.sources import DataConfig
     from gpt2_jax.tokenizer import Tokenizer
@@ -210,9 +219,9 @@ def test_default_tiny_shakespeare_falls_below_unigram_entropy(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_eval_after_training_hook_runs_the_eval_suite_on_the_final_checkpoint(tmp_path, monkeypatch):
+def test_eval_after_training_runs_the_eval_suite_on_the_final_checkpoint(tmp_path, monkeypatch):
     import jax
-    from experiments import registry
+    from experiments import job, registry
     from gpt2_jax.evals import runner
     from gpt2_jax.train import checkpoint, loop, step as step_lib
     from gpt2_jax.train.optimizer import OptimizerConfig, make_optimizer
@@ -228,10 +237,10 @@ def test_eval_after_training_hook_runs_the_eval_suite_on_the_final_checkpoint(tm
     monkeypatch.setattr(runner, "run_eval", lambda model, tasks, **kw: calls.append((model, tasks, kw)) or {"ok": 1})
     config = registry.get_config("tiny_test", overrides=["eval_after_training=['lambada', 'cbt_cn']",
                                                          "job.eval_limit=5"])
-    assert loop._run_eval_suite(config, str(tmp_path)) == {"ok": 1}
+    assert job.run_evals(config, str(tmp_path)) == {"ok": 1}
     (params, got_cfg), tasks, kw = calls[0]
     assert got_cfg == cfg and tasks == ["lambada", "cbt_cn"] and kw["limit"] == 5 and kw["mode"] == "paper"
     assert str(kw["output"]) == str(tmp_path / "eval" / "results.json")
     np.testing.assert_array_equal(np.asarray(params["wte"]), np.asarray(state.params["wte"]))
-    assert loop._run_eval_suite(registry.get_config("tiny_test"), str(tmp_path)) is None  # default: no evals
+    assert job.run_evals(registry.get_config("tiny_test"), str(tmp_path)) is None  # default: no evals
     assert len(calls) == 1

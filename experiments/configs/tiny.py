@@ -36,6 +36,10 @@ def tiny_shakespeare() -> ml_collections.ConfigDict:
     config.log_every = 20
     config.eval_every = 100
     config.eval_batches = 8
+    # The main job (python -m experiments.main) then runs the zero-shot suite on subsets and samples.
+    config.eval_after_training = ["lambada", "wikitext2", "ptb"]
+    config.job.eval_limit = 200           # first 200 LAMBADA passages / WikiText / PTB lines
+    config.job.prompts = ["ROMEO:", "JULIET:"]
     return config
 
 

@@ -130,32 +130,6 @@ def _check_finite(pending: list[tuple[int, dict]], last_saved: int | None, workd
     return host
 
 
-def _run_eval_suite(config, workdir) -> Any:
-    """config.eval_after_training: the zero-shot suite (gpt2_jax.evals.runner) on the final
-    checkpoint, results in WORKDIR/eval/. Single-process runs only (the runner places the model
-    itself); None when there is nothing to run."""
-    tasks = list(config.get("eval_after_training", []) or [])
-    if not tasks:
-        return None
-    try:
-        from gpt2_jax.evals import runner
-    except ImportError:
-        log.warning("eval_after_training=%s but gpt2_jax.evals.runner is not available; skipped.", tasks)
-        return None
-    if jax.process_count() > 1:
-        log.warning("eval_after_training is skipped in multi-process runs; run `gpt2-jax eval %s` "
-                    "on one host.", workdir)
-        return None
-    from gpt2_jax.tokenizer import Tokenizer
-    from gpt2_jax.train import checkpoint
-    job = config.get("job") or {}
-    return runner.run_eval(checkpoint.load_params_from_workdir(workdir), tasks,
-                           mode=job.get("eval_mode", "paper"), data_dir=config.data.get("data_dir") or None,
-                           output=epath.Path(workdir) / "eval" / "results.json",
-                           limit=int(job.get("eval_limit", 0)) or None,
-                           tokenizer=Tokenizer.load(checkpoint.tokenizer_spec(workdir)))
-
-
 def train(config, workdir: str, *, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train per `config` (an experiments config: see experiments/configs/base.py) in `workdir`,
     resuming from its newest readable checkpoint. Returns a summary: final_step, final_loss,
@@ -271,6 +245,4 @@ def train(config, workdir: str, *, on_step: Callable[[int], None] | None = None)
     summary["mfu"] = mfu_lib.mfu(summary["tokens_per_sec"], flops_per_token, peak) if rates else float("nan")
     summary["peak_tflops"] = peak
     summary["runtime_sec"] = time.time() - t_start
-    if not summary["preempted"]:
-        summary["evals"] = _run_eval_suite(config, workdir)
     return summary
