@@ -170,8 +170,9 @@ def machine() -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one round, one timed 124M train step")
-    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2, quick 1)")
+    ap.add_argument("--quick", action="store_true", help="one timed 124M train step per side")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternating rounds (default 1, ~5-6 min idle; 2 for steadier medians, ~10 min)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
@@ -180,7 +181,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default="", help="also dump every raw record to this file")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per worker process")
     args = ap.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or 1
     THREADS[0] = args.threads
     cases = [c for c in (args.only.split(",") if args.only else CASES) if c]
     unknown = [c for c in cases if c not in CASES]
