@@ -135,6 +135,7 @@ _REMAT_POLICIES = {
 class GPT2(nn.Module):
     cfg: GPT2Config
     deterministic: bool = True
+    split_layers: bool = False  # blocks as h_0..h_{L-1} (see split_layer_params), not one scan
 
     @nn.compact
     def __call__(self, tokens_BT, positions_BT, kv_cache=None, mask_BTS=None, cache_index=0,
@@ -150,6 +151,10 @@ class GPT2(nn.Module):
         x_BTD = nn.Dropout(c.dropout, deterministic=self.deterministic)(x_BTD)
         x_BTD = nn.with_logical_constraint(x_BTD, _ACT)
 
+        if self.split_layers:
+            x_BTD, new_cache = self._split_blocks(x_BTD, kv_cache, mask_BTS, cache_index)
+            return self._head(x_BTD, wte, return_hidden), new_cache
+
         block = Block
         if c.remat != "none":
             block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat], prevent_cse=not c.scan_layers,
@@ -159,13 +164,25 @@ class GPT2(nn.Module):
                         unroll=1 if c.scan_layers else c.n_layer,
                         metadata_params={nn.PARTITION_NAME: "layers"})
         x_BTD, new_cache = stack(c, self.deterministic, name="h")(x_BTD, kv_cache, mask_BTS, cache_index)
+        return self._head(x_BTD, wte, return_hidden), new_cache
 
+    def _split_blocks(self, x_BTD, kv_cache, mask_BTS, cache_index):
+        """The blocks one by one from per-layer params: no per-step slicing of stacked weights."""
+        c = self.cfg
+        for i in range(c.n_layer):
+            layer_cache = None if kv_cache is None else {"k": kv_cache["k"][i], "v": kv_cache["v"][i]}
+            x_BTD, new = Block(c, self.deterministic, name=f"h_{i}")(x_BTD, layer_cache, mask_BTS, cache_index)
+            if kv_cache is not None:
+                kv_cache = {"k": kv_cache["k"].at[i].set(new["k"]), "v": kv_cache["v"].at[i].set(new["v"])}
+        return x_BTD, kv_cache
+
+    def _head(self, x_BTD, wte, return_hidden):
+        c = self.cfg
         x_BTD = LayerNorm(c.layer_norm_epsilon, name="ln_f")(x_BTD)
         if return_hidden:
-            return x_BTD, new_cache
-        logits_BTV = nn.with_logical_constraint(lm_head({"wte": wte}, x_BTD, c),
-                                                ("activation_batch", "activation_length", "activation_vocab"))
-        return logits_BTV, new_cache
+            return x_BTD
+        return nn.with_logical_constraint(lm_head({"wte": wte}, x_BTD, c),
+                                          ("activation_batch", "activation_length", "activation_vocab"))
 
 
 def lm_head(params: Params, h_BTD: jax.Array, cfg: GPT2Config) -> jax.Array:
@@ -224,6 +241,19 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
     return out
 
 
+def split_layer_params(params: Params) -> Params:
+    """The same parameters with the stacked `h` split into per-layer `h_0`..`h_{L-1}` (copies).
+    Decoding from these is faster on CPU: inside a decode loop XLA copies each layer's slice of
+    the stacked weights every step, while split arrays are read in place. `forward_cached`
+    accepts either form; do the split once, outside the loop (it is not a checkpoint layout)."""
+    h = params["h"]
+    n_layer = jax.tree.leaves(h)[0].shape[0]
+    out = {k: v for k, v in params.items() if k != "h"}
+    for i in range(n_layer):
+        out[f"h_{i}"] = jax.tree.map(lambda x: x[i], h)
+    return out
+
+
 def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
     """An empty KV cache of `max_len` slots: k/v [layers, B, S, heads, head_dim], valid-slot mask, index."""
     dtype = jnp.dtype(dtype or cfg.dtype)
@@ -250,6 +280,7 @@ def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     causal_TS = (index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
     mask_BTS = mask_BS[:, None, :] & causal_TS[None]
     kv = {"k": cache["k"], "v": cache["v"]}
-    out, new_kv = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT, kv, mask_BTS, index,
-                                  return_hidden)
+    split = "h" not in params  # per-layer params from split_layer_params
+    out, new_kv = GPT2(cfg, split_layers=split).apply({"params": params}, tokens_BT, positions_BT, kv,
+                                                      mask_BTS, index, return_hidden)
     return out, {"k": new_kv["k"], "v": new_kv["v"], "mask": mask_BS, "index": index + t}

@@ -135,3 +135,20 @@ def test_model_variants_same_logits_and_grads(reference_outputs, variant):
                                np.asarray(model.forward(params, tokens, cfg)), atol=1e-5)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def test_split_layer_params_decode_like_stacked(reference_outputs):
+    """forward_cached from per-layer params (model.split_layer_params, the fast decode form) gives
+    the stacked model's logits and cache, prefill and one decode step."""
+    cfg, params, tokens, _, _ = reference_outputs
+    split = model.split_layer_params(params)
+    assert "h" not in split and f"h_{cfg.n_layer - 1}" in split
+    outs = []
+    for p in (params, split):
+        cache = model.init_cache(cfg, tokens.shape[0], 48)
+        pos = jnp.broadcast_to(jnp.arange(40), tokens.shape)
+        logits, cache = model.forward_cached(p, tokens, pos, cache, cfg)
+        step, cache = model.forward_cached(p, tokens[:, -1:], pos[:, -1:] + 1, cache, cfg)
+        outs.append((logits, step, cache["k"]))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
