@@ -6,6 +6,11 @@ import pytest
 
 from gpt2_jax.config import GPT2Config
 
+# The README runs the tests with a relative GPT2_JAX_DATA_DIR (../shared/data); tests that start
+# subprocesses in temporary directories need it absolute.
+if os.environ.get("GPT2_JAX_DATA_DIR"):
+    os.environ["GPT2_JAX_DATA_DIR"] = str(pathlib.Path(os.environ["GPT2_JAX_DATA_DIR"]).resolve())
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
