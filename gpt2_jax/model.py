@@ -169,10 +169,13 @@ class GPT2(nn.Module):
     def _split_blocks(self, x_BTD, kv_cache, mask_BTS, cache_index):
         """The blocks one by one from per-layer params: no per-step slicing of stacked weights."""
         c = self.cfg
+        per_layer = kv_cache is not None and isinstance(kv_cache["k"], (tuple, list))
         for i in range(c.n_layer):
             layer_cache = None if kv_cache is None else {"k": kv_cache["k"][i], "v": kv_cache["v"][i]}
             x_BTD, new = Block(c, self.deterministic, name=f"h_{i}")(x_BTD, layer_cache, mask_BTS, cache_index)
-            if kv_cache is not None:
+            if per_layer:  # each layer's buffer is updated in place
+                kv_cache = {n: tuple(new[n] if j == i else a for j, a in enumerate(kv_cache[n])) for n in ("k", "v")}
+            elif kv_cache is not None:
                 kv_cache = {"k": kv_cache["k"].at[i].set(new["k"]), "v": kv_cache["v"].at[i].set(new["v"])}
         return x_BTD, kv_cache
 
@@ -254,12 +257,29 @@ def split_layer_params(params: Params) -> Params:
     return out
 
 
-def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None) -> dict[str, jax.Array]:
-    """An empty KV cache of `max_len` slots: k/v [layers, B, S, heads, head_dim], valid-slot mask, index."""
+_split_layer_params_jit = jax.jit(split_layer_params)
+
+
+def decode_params(params: Params) -> Params:
+    """The per-layer form that KV-cache decoding reads fastest (split_layer_params as one jitted
+    copy, keeping the arrays' shardings); params already split are returned as they are."""
+    return _split_layer_params_jit(params) if "h" in params else params
+
+
+def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None,
+               per_layer: bool = False) -> dict[str, Any]:
+    """An empty KV cache of `max_len` slots: k/v [layers, B, S, heads, head_dim], valid-slot mask, index.
+    With `per_layer`, k/v are tuples of one [B, S, heads, head_dim] array per layer: with per-layer
+    params (split_layer_params) each step then writes its new slots into each buffer in place,
+    where a stacked cache is copied layer by layer on CPU."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layer, batch_size, max_len, cfg.n_head, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-            "mask": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
+    shape = (batch_size, max_len, cfg.n_head, cfg.head_dim)
+    if per_layer:
+        k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layer))
+        v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layer))
+    else:
+        k, v = jnp.zeros((cfg.n_layer,) + shape, dtype), jnp.zeros((cfg.n_layer,) + shape, dtype)
+    return {"k": k, "v": v, "mask": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 
 def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array,
@@ -281,6 +301,11 @@ def forward_cached(params: Params, tokens_BT: jax.Array, positions_BT: jax.Array
     mask_BTS = mask_BS[:, None, :] & causal_TS[None]
     kv = {"k": cache["k"], "v": cache["v"]}
     split = "h" not in params  # per-layer params from split_layer_params
+    if not split and isinstance(kv["k"], (tuple, list)):  # the layer scan needs one stacked cache
+        out, new_kv = GPT2(cfg).apply({"params": params}, tokens_BT, positions_BT,
+                                      {n: jnp.stack(kv[n]) for n in kv}, mask_BTS, index, return_hidden)
+        new_kv = {n: tuple(new_kv[n]) for n in new_kv}
+        return out, {**new_kv, "mask": mask_BS, "index": index + t}
     out, new_kv = GPT2(cfg, split_layers=split).apply({"params": params}, tokens_BT, positions_BT, kv,
                                                       mask_BTS, index, return_hidden)
     return out, {"k": new_kv["k"], "v": new_kv["v"], "mask": mask_BS, "index": index + t}

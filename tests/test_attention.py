@@ -137,18 +137,24 @@ def test_model_variants_same_logits_and_grads(reference_outputs, variant):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
 
 
-def test_split_layer_params_decode_like_stacked(reference_outputs):
-    """forward_cached from per-layer params (model.split_layer_params, the fast decode form) gives
-    the stacked model's logits and cache, prefill and one decode step."""
+@pytest.mark.parametrize("per_layer_cache", [False, True])
+@pytest.mark.parametrize("form", ["split", "decode_params"])
+def test_split_layer_params_decode_like_stacked(reference_outputs, form, per_layer_cache):
+    """forward_cached from per-layer params (model.split_layer_params / decode_params, the fast
+    decode form) with a stacked or per-layer KV cache gives the stacked model's logits and cache,
+    prefill and one decode step; a per-layer cache also works with stacked params."""
     cfg, params, tokens, _, _ = reference_outputs
-    split = model.split_layer_params(params)
-    assert "h" not in split and f"h_{cfg.n_layer - 1}" in split
+    split = (model.split_layer_params if form == "split" else model.decode_params)(params)
+    assert "h" not in split and f"h_{cfg.n_layer - 1}" in split and model.decode_params(split) is split
     outs = []
-    for p in (params, split):
-        cache = model.init_cache(cfg, tokens.shape[0], 48)
+    for p, per_layer in ((params, False), (split, per_layer_cache), (params, per_layer_cache)):
+        cache = model.init_cache(cfg, tokens.shape[0], 48, per_layer=per_layer)
         pos = jnp.broadcast_to(jnp.arange(40), tokens.shape)
         logits, cache = model.forward_cached(p, tokens, pos, cache, cfg)
         step, cache = model.forward_cached(p, tokens[:, -1:], pos[:, -1:] + 1, cache, cfg)
-        outs.append((logits, step, cache["k"]))
-    for a, b in zip(*outs):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+        assert isinstance(cache["k"], tuple) == per_layer
+        outs.append((logits, step, jnp.stack(cache["k"]) if per_layer else cache["k"],
+                     jnp.stack(cache["v"]) if per_layer else cache["v"]))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

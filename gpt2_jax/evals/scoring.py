@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import forward, forward_cached, init_cache, lm_head
+from gpt2_jax.model import decode_params, forward, forward_cached, init_cache, lm_head
 
 _LEN_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _SCORE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096)
@@ -45,7 +45,7 @@ def _greedy(params, tokens_BT, mask_BT, eos_id, *, cfg: GPT2Config, n_new: int):
     b, t = tokens_BT.shape
     lengths_B = mask_BT.sum(axis=1).astype(jnp.int32)
     positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
-    cache = init_cache(cfg, b, t + n_new)
+    cache = init_cache(cfg, b, t + n_new, per_layer="h" not in params)
     h_BTD, cache = _hidden_cached(params, tokens_BT, positions_BT, cache, cfg, mask_BT)
     pick = lambda h_BD: jnp.argmax(lm_head(params, h_BD, cfg), axis=-1).astype(jnp.int32)
     first_B = pick(h_BTD[:, -1])
@@ -144,6 +144,7 @@ class Scorer:
         self.params = jax.device_put(params, self._rep)
         self._fns: dict[tuple[int, bool], Any] = {}
         self._greedy_fns: dict[int, Any] = {}
+        self._decode_params = None  # per-layer copy for greedy decoding, made on first use
 
     def _fn(self, chunk: int, with_allowed: bool):
         key = (chunk, with_allowed)
@@ -208,6 +209,8 @@ class Scorer:
             fn = jax.jit(functools.partial(_greedy, cfg=self.cfg, n_new=max_new_tokens),
                          in_shardings=(self._rep, self._data, self._data, None), out_shardings=self._data)
             self._greedy_fns[max_new_tokens] = fn
+        if self._decode_params is None:
+            self._decode_params = decode_params(self.params)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out: list[list[int]] = [[] for _ in rows]
         bs = self.batch_size
@@ -219,7 +222,7 @@ class Scorer:
             for row, i in enumerate(idx):  # left-pad: every prompt ends at the last slot
                 tokens[row, t - len(rows[i]):], mask[row, t - len(rows[i]):] = rows[i], True
             with jax.set_mesh(self.mesh):
-                new = np.asarray(fn(self.params, tokens, mask, np.int32(-1 if eos_id is None else eos_id)))
+                new = np.asarray(fn(self._decode_params, tokens, mask, np.int32(-1 if eos_id is None else eos_id)))
             for row, i in enumerate(idx):
                 out[i] = [int(x) for x in new[row]]
         return out
