@@ -36,13 +36,15 @@ def resolve(impl: str, backend: str | None = None) -> str:
 
 
 def reference_attention(q_BTHK, k_BSHK, v_BSHK, mask_BTS=None, *, causal=True,
-                        dropout_rate=0.0, dropout_rng=None):
-    """Dense softmax attention in fp32. `mask_BTS` (bool, True = attend) overrides `causal`."""
+                        dropout_rate=0.0, dropout_rng=None, kv_layout="bshk"):
+    """Dense softmax attention in fp32. `mask_BTS` (bool, True = attend) overrides `causal`.
+    kv_layout="bhsk" takes k/v head-major [B, H, S, K], as a KV cache stores them: the layout the
+    dots read without a transposed copy (one per tensor and decode step on CPU otherwise)."""
     scale = 1.0 / math.sqrt(q_BTHK.shape[-1])
-    s_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK,
+    s_BHTS = jnp.einsum(f"bthk,{kv_layout}->bhts", q_BTHK, k_BSHK,
                         preferred_element_type=jnp.float32) * scale
     if mask_BTS is None and causal:
-        t, s = q_BTHK.shape[1], k_BSHK.shape[1]
+        t, s = q_BTHK.shape[1], k_BSHK.shape[kv_layout.index("s")]
         mask_BTS = (jnp.arange(t)[:, None] + (s - t) >= jnp.arange(s)[None, :])[None]
     if mask_BTS is not None:
         s_BHTS = jnp.where(mask_BTS[:, None], s_BHTS, NEG_INF)
@@ -52,7 +54,7 @@ def reference_attention(q_BTHK, k_BSHK, v_BSHK, mask_BTS=None, *, causal=True,
     if dropout_rate > 0.0 and dropout_rng is not None:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, p_BHTS.shape)
         p_BHTS = jnp.where(keep, p_BHTS / (1.0 - dropout_rate), 0.0)
-    o_BTHK = jnp.einsum("bhts,bshk->bthk", p_BHTS.astype(v_BSHK.dtype), v_BSHK,
+    o_BTHK = jnp.einsum(f"bhts,{kv_layout}->bthk", p_BHTS.astype(v_BSHK.dtype), v_BSHK,
                         preferred_element_type=jnp.float32)
     return o_BTHK.astype(q_BTHK.dtype)
 

@@ -74,12 +74,12 @@ class Attention(nn.Module):
         q_BTHK, k_BTHK, v_BTHK = (qkv_BT3HK[:, :, i] for i in range(3))
         new_cache = None
         if kv_cache is not None:  # write this step's keys/values at cache_index, attend to all slots
-            k_BSHK = jax.lax.dynamic_update_slice_in_dim(kv_cache["k"], k_BTHK.astype(kv_cache["k"].dtype),
-                                                         cache_index, axis=1)
-            v_BSHK = jax.lax.dynamic_update_slice_in_dim(kv_cache["v"], v_BTHK.astype(kv_cache["v"].dtype),
-                                                         cache_index, axis=1)
-            new_cache = {"k": k_BSHK, "v": v_BSHK}
-            o_BTHK = attention.reference_attention(q_BTHK, k_BSHK.astype(dt), v_BSHK.astype(dt), mask_BTS)
+            # The cache is head-major [B, H, S, K]: the attention dots read it without a copy.
+            write = lambda c_BHSK, x_BTHK: jax.lax.dynamic_update_slice_in_dim(
+                c_BHSK, x_BTHK.transpose(0, 2, 1, 3).astype(c_BHSK.dtype), cache_index, axis=2)
+            new_cache = {"k": write(kv_cache["k"], k_BTHK), "v": write(kv_cache["v"], v_BTHK)}
+            o_BTHK = attention.reference_attention(q_BTHK, new_cache["k"].astype(dt), new_cache["v"].astype(dt),
+                                                   mask_BTS, kv_layout="bhsk")
         elif mask_BTS is not None or (c.dropout > 0 and not self.deterministic):
             rng = None if self.deterministic else self.make_rng("dropout")
             o_BTHK = attention.reference_attention(q_BTHK, k_BTHK, v_BTHK, mask_BTS,
@@ -268,12 +268,12 @@ def decode_params(params: Params) -> Params:
 
 def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None,
                per_layer: bool = False) -> dict[str, Any]:
-    """An empty KV cache of `max_len` slots: k/v [layers, B, S, heads, head_dim], valid-slot mask, index.
-    With `per_layer`, k/v are tuples of one [B, S, heads, head_dim] array per layer: with per-layer
+    """An empty KV cache of `max_len` slots: k/v [layers, B, heads, S, head_dim], valid-slot mask, index.
+    With `per_layer`, k/v are tuples of one [B, heads, S, head_dim] array per layer: with per-layer
     params (split_layer_params) each step then writes its new slots into each buffer in place,
     where a stacked cache is copied layer by layer on CPU."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (batch_size, max_len, cfg.n_head, cfg.head_dim)
+    shape = (batch_size, cfg.n_head, max_len, cfg.head_dim)
     if per_layer:
         k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layer))
         v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layer))
