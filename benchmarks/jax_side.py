@@ -103,33 +103,32 @@ def _weights_bytes(params) -> int:
 def generate(batch=1, prompt=32, new=128, repeats=3, weights="float32"):
     """Greedy KV-cache decoding with gpt2_jax.generate.generate (one jitted while_loop) from the
     stacked params a user holds (generate makes its per-layer decode copy itself, inside the timing).
-    weights=bfloat16 keeps the parameters in bf16 (half the bytes per decoded token), computes in
-    fp32, and reports the logit error against the fp32 model."""
+    weights=bfloat16 decodes with generate(weights_dtype="bfloat16") (weights rounded to bf16,
+    computed in fp32) and reports the logit error against the fp32 model."""
     from gpt2_jax.generate import generate as gen
     cfg = config("124m")
     params = model.init_params(cfg, jax.random.key(0))
     prompts = np.random.default_rng(1).integers(0, 50257, (batch, prompt)).astype(np.int32)
-    extra = {}
-    if weights == "bfloat16":
-        cfg32, params32 = cfg, params
-        params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-        extra = _bf16_logit_error(params32, cfg32, params, cfg, prompts, new)
-    run = lambda: gen(params, cfg, prompts, max_new_tokens=new)
+    extra, wd = {}, (None if weights == "float32" else weights)
+    if wd:
+        extra = _logit_error(params, cfg, model.decode_params(params, dtype=wd), prompts, new)
+    run = lambda: gen(params, cfg, prompts, max_new_tokens=new, weights_dtype=wd)
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0
     times = time_repeats(run, repeats, warmup=0)
+    read = jax.eval_shape(lambda p: model.decode_params(p, dtype=wd), params)
     emit(f"gen_b{batch}" + ("_bf16" if weights == "bfloat16" else ""), "jax", units=batch * new,
-         times=times, compile_s=first, weight_mb=_weights_bytes(params) / 1e6, **extra)
+         times=times, compile_s=first, weight_mb=_weights_bytes(read) / 1e6, **extra)
 
 
-def _bf16_logit_error(params32, cfg32, params16, cfg16, prompts, new):
-    """Teacher-force the fp32 greedy continuation through both models: max/mean |logit diff|
-    (the logits' own std for scale) and how often the bf16 argmax matches fp32's."""
+def _logit_error(params32, cfg, params16, prompts, new):
+    """Teacher-force the fp32 greedy continuation through both weight copies: max/mean |logit diff|
+    (the logits' own std for scale) and how often the low-precision argmax matches fp32's."""
     from gpt2_jax.generate import generate as gen
-    seq = jnp.asarray(gen(params32, cfg32, prompts[:1], max_new_tokens=new)[:, :-1])
-    f32 = jax.jit(lambda p, x: model.forward(p, x, cfg32))(params32, seq)[:, -new:]
-    f16 = jax.jit(lambda p, x: model.forward(p, x, cfg16))(params16, seq)[:, -new:]
+    seq = jnp.asarray(gen(params32, cfg, prompts[:1], max_new_tokens=new)[:, :-1])
+    fwd = jax.jit(lambda p, x: model.forward(p, x, cfg))
+    f32, f16 = fwd(params32, seq)[:, -new:], fwd(params16, seq)[:, -new:]
     diff = jnp.abs(f32 - f16)
     return dict(logit_max_abs_err=float(diff.max()), logit_mean_abs_err=float(diff.mean()),
                 logit_std=float(f32.std()),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpt2_jax.config import GPT2Config
+from gpt2_jax.config import DTYPES, GPT2Config
 from gpt2_jax.errors import InputError
 from gpt2_jax.model import decode_params, forward_cached, init_cache, lm_head
 
@@ -143,16 +143,27 @@ def _check(rows, cfg, max_new_tokens, temperature, top_k, top_p, eos_id) -> None
 def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
              max_new_tokens: int = 32, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, rng: jax.Array | int | None = None, eos_id: int | None = None,
-             cache_dtype: Any = None, return_logits: bool = False):
+             cache_dtype: Any = None, return_logits: bool = False, weights_dtype: Any = None):
     """Continue prompt(s) by up to `max_new_tokens` tokens; returns prompt + continuation.
 
     A list of ints gives a list of ints; a list of lists gives a list of lists (each may differ in
     length); an int array [T] or [B, T] gives an array [T + N] or [B, T + N]. temperature 0 is
     greedy; otherwise tokens are sampled with `rng` (a key or int seed; default key 0). After `eos_id`
     a list row stops (eos included) and an array row is filled with eos_id. With `return_logits`,
-    also returns the model's logits for each new token ([B, N, V] array, or one [n, V] per row)."""
+    also returns the model's logits for each new token ([B, N, V] array, or one [n, V] per row).
+    `weights_dtype` (e.g. "bfloat16") decodes from a copy of the weights rounded to that dtype,
+    computed in cfg.dtype. With cfg.dtype="bfloat16" (TPU/GPU) each token then reads half the
+    bytes; XLA:CPU converts such weights back to fp32 ahead of its matmuls, so on CPU it saves
+    neither time nor memory (BENCHMARKS.md reports the logit error it costs)."""
     rows, kind = _rows(prompt_tokens)
     _check(rows, cfg, max_new_tokens, temperature, top_k, top_p, eos_id)
+    if weights_dtype is not None:
+        try:
+            weights_dtype = jnp.dtype(weights_dtype).name
+        except TypeError:
+            weights_dtype = repr(weights_dtype)
+        if weights_dtype not in DTYPES:
+            raise InputError(f"weights_dtype={weights_dtype} must be None or one of {DTYPES}.")
     b, t, n = len(rows), max(row.size for row in rows), int(max_new_tokens)
     greedy = float(temperature) == 0.0
     use_top_p = top_p is not None and top_p < 1.0 and not greedy
@@ -168,9 +179,11 @@ def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequen
         for i, row in enumerate(rows):  # left-pad: every prompt ends at the last slot
             tokens_BT[i, t_pad - row.size:], mask_BT[i, t_pad - row.size:] = row, True
         # Per-layer weights and cache buffers: a decode step on CPU then reads each layer's weights and
-        # writes its new cache slots in place (from stacked ones XLA copies slices every step: ~1.6x slower).
-        out_BN, lg = _decode(decode_params(params), tokens_BT, mask_BT, np.int32(n), rng,
-                             np.float32(temperature or 1.0), np.float32(top_p or 1.0), np.int32(-1 if eos_id is None else eos_id), cfg=cfg,
+        # writes its new cache slots in place (from stacked ones XLA copies slices every step: ~1.6x
+        # slower). Params already split (decode_params) are used as they are: no copy per call.
+        out_BN, lg = _decode(decode_params(params, dtype=weights_dtype), tokens_BT, mask_BT, np.int32(n), rng,
+                             np.float32(temperature or 1.0), np.float32(top_p or 1.0),
+                             np.int32(-1 if eos_id is None else eos_id), cfg=cfg,
                              n_slots=_bucket(n), greedy=greedy, top_k=top_k, use_top_p=use_top_p,
                              return_logits=return_logits,
                              cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype).name)

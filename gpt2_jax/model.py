@@ -239,7 +239,7 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: GPT2Config, *,
     if key_mask_BT is not None:
         mask_BTS = key_mask_BT[:, None, :] & jnp.tril(jnp.ones((t, t), bool))[None]
     rngs = {"dropout": rng} if rng is not None else None
-    out, _ = GPT2(cfg, deterministic=rng is None).apply(
+    out, _ = GPT2(cfg, deterministic=rng is None, split_layers="h" not in params).apply(
         {"params": params}, tokens_BT, positions_BT, None, mask_BTS, 0, return_hidden, rngs=rngs)
     return out
 
@@ -257,13 +257,23 @@ def split_layer_params(params: Params) -> Params:
     return out
 
 
-_split_layer_params_jit = jax.jit(split_layer_params)
+@jax.jit(static_argnames=("dtype",))
+def _decode_copy(params: Params, dtype: str | None) -> Params:
+    out = split_layer_params(params) if "h" in params else dict(params)
+    if dtype is not None:  # LayerNorm params stay fp32: they are tiny and feed fp32 statistics
+        out = jax.tree_util.tree_map_with_path(
+            lambda path, x: x if "ln_" in jax.tree_util.keystr(path) else x.astype(dtype), out)
+    return out
 
 
-def decode_params(params: Params) -> Params:
-    """The per-layer form that KV-cache decoding reads fastest (split_layer_params as one jitted
-    copy, keeping the arrays' shardings); params already split are returned as they are."""
-    return _split_layer_params_jit(params) if "h" in params else params
+def decode_params(params: Params, *, dtype: Any = None) -> Params:
+    """The form KV-cache decoding reads fastest, made as one jitted copy: per-layer blocks
+    (split_layer_params). `dtype` (e.g. bfloat16) also stores the weights in that dtype (half the
+    memory; compute stays in cfg.dtype). Params already split and not cast are returned as is."""
+    dtype = None if dtype is None else jnp.dtype(dtype).name
+    if "h" not in params and dtype is None:
+        return params
+    return _decode_copy(params, dtype)
 
 
 def init_cache(cfg: GPT2Config, batch_size: int, max_len: int, dtype: Any = None,

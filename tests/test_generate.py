@@ -113,6 +113,27 @@ def test_eos_stops_a_row(setup):
     assert arr.tolist() == free[:stop] + [eos] * (20 - stop)
 
 
+def test_decode_params_and_weights_dtype(setup):
+    """Pre-split params (model.decode_params) decode exactly like the stacked ones; weights_dtype
+    decodes from weights rounded to that dtype (LayerNorm kept fp32): the same as handing in such
+    weights, close to the fp32 logits, and not the fp32 logits themselves."""
+    cfg, params, _ = setup
+    split = model.decode_params(params)
+    assert "h" not in split and model.decode_params(split) is split
+    assert generate(split, cfg, PROMPTS, max_new_tokens=20) == generate(params, cfg, PROMPTS, max_new_tokens=20)
+    rounded = jax.tree_util.tree_map_with_path(
+        lambda path, x: x if "ln_" in jax.tree_util.keystr(path) else x.astype(jax.numpy.bfloat16), params)
+    kw = dict(max_new_tokens=16, temperature=0.7, rng=2, return_logits=True)
+    out16, lg16 = generate(params, cfg, PROMPTS[0], weights_dtype="bfloat16", **kw)
+    out_r, lg_r = generate(rounded, cfg, PROMPTS[0], **kw)
+    assert out16 == out_r
+    np.testing.assert_allclose(lg16, lg_r, atol=1e-5)
+    assert jax.tree.leaves(model.decode_params(params, dtype="bfloat16"))[-1].dtype == jax.numpy.bfloat16
+    full = _full_logits(params, cfg, out16)[len(PROMPTS[0]) - 1:-1]  # fp32 along the bf16 sample
+    err = np.abs(lg16 - full).max()
+    assert 0 < err < 0.05 * np.abs(full).max()
+
+
 def test_repeated_calls_reuse_the_compilation(setup):
     cfg, params, _ = setup
     generate(params, cfg, [1, 2, 3, 4, 5, 6, 7, 8, 9], max_new_tokens=10)
@@ -135,6 +156,8 @@ def test_bad_inputs(setup):
             generate(params, cfg, prompt, max_new_tokens=4)
     for kw, message in [(dict(temperature=-1.0), "temperature=-1.0"), (dict(temperature=float("nan")), "temperature"),
                         (dict(top_k=0), "top_k=0"), (dict(top_p=0.0), "top_p=0.0"), (dict(top_p=1.5), "top_p=1.5"),
-                        (dict(eos_id=256), "eos_id=256"), (dict(max_new_tokens=-2), "max_new_tokens=-2")]:
+                        (dict(eos_id=256), "eos_id=256"), (dict(max_new_tokens=-2), "max_new_tokens=-2"),
+                        (dict(weights_dtype="bf16"), "weights_dtype='bf16' must be None or one of"),
+                        (dict(weights_dtype="int8"), "weights_dtype=int8")]:
         with pytest.raises(InputError, match=message):
             generate(params, cfg, [1, 2, 3], **{"max_new_tokens": 4, **kw})
