@@ -7,6 +7,7 @@ c_attn is stored as [embed, 3, heads, kv] so tensor parallelism splits heads, ne
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -26,6 +27,35 @@ def _normal(std):
     return nn.initializers.normal(stddev=std)
 
 
+def _layer_norm_fwd(x, scale, bias, eps):
+    x32 = x.astype(jnp.float32)
+    centred = x32 - x32.mean(-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.square(centred).mean(-1, keepdims=True) + eps)
+    xhat = centred * rstd
+    return xhat * scale + bias, (xhat, rstd, scale, jnp.zeros((0,), x.dtype))
+
+
+def _layer_norm_bwd(eps, res, dy):
+    xhat, rstd, scale, x_dtype = res
+    dy = dy.astype(jnp.float32)
+    g = dy * scale
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    # Parameter grads as ones·[rows, D] products, not column reductions: XLA:CPU (YNNPACK) runs a
+    # fused multiply + column reduce ~20x slower than this dot (~6% of a 124M train step).
+    rows = lambda a: a.reshape(-1, a.shape[-1])
+    ones = jnp.ones((1, rows(dy).shape[0]), jnp.float32)
+    return dx.astype(x_dtype.dtype), (ones @ rows(dy * xhat))[0], (ones @ rows(dy))[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x, scale, bias, eps: float):
+    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis, in fp32."""
+    return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm in fp32 (GPT-2 eps 1e-5), params `scale` and `bias` over the embed axis."""
     eps: float
@@ -35,10 +65,7 @@ class LayerNorm(nn.Module):
         d = x_BTD.shape[-1]
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (d,))
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (d,))
-        x = x_BTD.astype(jnp.float32)
-        mean = x.mean(-1, keepdims=True)
-        var = jnp.square(x - mean).mean(-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+        return layer_norm(x_BTD, scale, bias, self.eps)
 
 
 class Dense(nn.Module):
