@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_processes", type=int, default=0)
     p.add_argument("--process_id", type=int, default=-1)
     args, rest = p.parse_known_args(argv)
+    from gpt2_jax import host
+    host.keep_freed_memory()  # no page faults re-touching each step's large temporaries (CPU)
 
     from experiments import registry
     from gpt2_jax.errors import TrainingError, UserError

@@ -14,6 +14,7 @@ import re
 import sys
 from typing import Callable, NamedTuple, Sequence
 
+from gpt2_jax import host
 from gpt2_jax.errors import UserError
 
 PROG = "gpt2-jax"
@@ -261,6 +262,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `gpt2-jax` with `argv` (default sys.argv[1:]); returns the exit status."""
+    host.keep_freed_memory()  # no page faults re-touching each step's large temporaries (CPU)
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     try:
