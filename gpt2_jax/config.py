@@ -17,7 +17,7 @@ _FAMILY = {
 _ALIASES = {"124m": "gpt2", "355m": "gpt2-medium", "774m": "gpt2-large", "1558m": "gpt2-xl",
             "1.5b": "gpt2-xl", "gpt2-small": "gpt2"}
 
-ATTENTION_IMPLS = ("auto", "blocked", "xla", "cudnn", "splash", "reference")
+ATTENTION_IMPLS = ("auto", "blocked", "online", "xla", "cudnn", "splash", "reference")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -37,7 +37,7 @@ class GPT2Config:
     dropout: float = 0.0             # embedding, attention-prob and residual dropout (off by default)
     dtype: str = "float32"           # compute dtype for matmuls (bfloat16 on TPU); params stay float32
     attention: str = "auto"          # kernel: auto picks per backend (see gpt2_jax.attention)
-    attn_block_size: int = 128       # query/key block for the blocked CPU kernel
+    attn_block_size: int = 128       # query/key block for the blocked and online kernels
     scan_layers: bool = True         # lax.scan over blocks (fast compile) vs fully unrolled
     remat: str = "none"              # activation checkpointing policy per block
 
