@@ -17,7 +17,7 @@ def faults_of_one_step():
     step(x, w).block_until_ready()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 faults_of_one_step()
-print(applied, min(faults_of_one_step() for _ in range(3)))
+print(applied, min(faults_of_one_step() for _ in range(8)))  # under load a step may still grow the heap
 """
 
 
