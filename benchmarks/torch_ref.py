@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import transformers
 
-from benchmarks.common import SMALL, emit, time_repeats, time_repeats_cpu
+from benchmarks.common import SMALL, emit, time_repeats
 
 
 def _model(size: str, dropout: float = 0.0):

@@ -34,7 +34,7 @@ _EXPORTS = {
 
 # `generate` is both a submodule and its main function: import it eagerly so the package attribute
 # is the function even after `import gpt2_jax.generate` (which would otherwise rebind it).
-from gpt2_jax.generate import generate  # noqa: E402
+from gpt2_jax.generate import generate  # noqa: E402, F401  (exported through __all__)
 
 __all__ = sorted([*_EXPORTS, "generate"])
 

@@ -78,7 +78,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        n_in, n_out = len(self.in_shape), len(self.out_shape)
+        n_in = len(self.in_shape)
         kernel = self.param("kernel", nn.with_logical_partitioning(_normal(self.std), self.axes),
                             self.in_shape + self.out_shape)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from gpt2_jax import attention, model
-from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import ConfigError
 
 CPU_IMPLS = ["reference", "blocked", "online", "xla"]  # the GPT2Config.attention choices that run on CPU

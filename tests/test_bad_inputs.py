@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -247,7 +247,7 @@ ROWS = [
     Row("eval-data-dir-missing", "gpt2-jax", [*E, "lambada", "--data-dir", "{tmp}/no_data", *OUT],
         (r"data file not found", r"lambada_test\.jsonl", r"--data-dir|GPT2_JAX_DATA_DIR")),
     Row("malformed-lambada-jsonl", "gpt2-jax", [*E, "lambada", "--file", "lambada={bad_jsonl}", *OUT],
-        (r"bad\.jsonl:2", r"not a JSON object", r'expected \{"text"')),
+        (r"bad\.jsonl:2", r"malformed JSON", r'one JSON object like \{"text"')),
     Row("lambada-without-text-field", "gpt2-jax", [*E, "lambada", "--file", "lambada={no_text_jsonl}", *OUT],
         (r"no_text\.jsonl:1", r"'text'")),
     Row("empty-lambada-file", "gpt2-jax", [*E, "lambada", "--file", "lambada={empty_jsonl}", *OUT],

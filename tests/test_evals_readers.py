@@ -16,11 +16,22 @@ def test_lambada_real_file(data_dir):
 def test_lambada_malformed_line_names_path_and_line(tmp_path):
     p = tmp_path / "lambada_test.jsonl"
     p.write_text('{"text": "a b c"}\n{"text": "d e f"}\n{"text": oops}\n')
-    with pytest.raises(DataError, match=r"lambada_test.jsonl:3: not a JSON object"):
+    with pytest.raises(DataError, match=r"lambada_test.jsonl:3: malformed JSON"):
         readers.read_lambada(p)
     p.write_text('{"text": "a b c"}\n{"txt": "d e"}\n')
-    with pytest.raises(DataError, match=r":2: expected an object with a non-empty string field 'text'"):
+    with pytest.raises(DataError, match=r":2: no field 'text' \(found \['txt'\]\)"):
         readers.read_lambada(p)
+
+
+def test_lambada_passage_needs_context_and_a_target_word(tmp_path):
+    p = tmp_path / "lambada_test.jsonl"
+    for bad, what in (('{"text": "lonely"}', "a single word"), ('{"text": "  "}', "no text"),
+                      ('{"text": 3}', "is a int, expected a string")):
+        p.write_text('{"text": "a b c"}\n\n' + bad + "\n")
+        with pytest.raises(DataError, match=rf"lambada_test.jsonl:3: .*{what}"):
+            readers.read_lambada(p)
+    p.write_text('{"text": "a b c"}\n\n{"text": "d e"}\n')  # blank lines are skipped
+    assert readers.read_lambada(p) == ["a b c", "d e"]
 
 
 def test_missing_file_names_path_and_source(tmp_path):
@@ -115,5 +126,5 @@ def test_char_benchmarks_take_the_last_five_percent(tmp_path):
 def test_invalid_utf8_reports_line(tmp_path):
     p = tmp_path / "ptb.test.txt"
     p.write_bytes(b" a b \n c \xff d \n")
-    with pytest.raises(DataError, match=r"ptb.test.txt:2: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"ptb.test.txt:2: not UTF-8 \(byte 0xff at byte offset 9\); re-download"):
         readers.read_text("ptb", p)

@@ -67,7 +67,7 @@ def test_bad_inputs_give_one_clear_error(data_dir, tmp_path):
         run_eval("no/such/checkpoint", "ptb", data_dir=tmp_path / "empty")  # data is checked first
     bad = tmp_path / "lambada_test.jsonl"
     bad.write_text('{"text": "one two"}\n{"text": "three four"\n')
-    with pytest.raises(DataError, match=r"lambada_test.jsonl:2: not a JSON object"):
+    with pytest.raises(DataError, match=r"lambada_test.jsonl:2: malformed JSON"):
         run_eval((params, cfg), "lambada", data_dir=data_dir, files={"lambada": bad}, log=None)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "weights.txt").write_text("x")

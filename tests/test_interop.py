@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-import gpt2_jax.train
+import gpt2_jax.train  # noqa: F401  (test_training_workdir_hook patches its checkpoint module)
 from gpt2_jax import interop, model
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import CheckpointError

@@ -1,7 +1,6 @@
 """gpt2_jax/train/checkpoint.py: save/restore round trip, fallback past a corrupt or torn latest
 checkpoint, restore onto another mesh, and reading params from a workdir."""
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap

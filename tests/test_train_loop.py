@@ -223,7 +223,7 @@ def test_eval_after_training_runs_the_eval_suite_on_the_final_checkpoint(tmp_pat
     import jax
     from experiments import job, registry
     from gpt2_jax.evals import runner
-    from gpt2_jax.train import checkpoint, loop, step as step_lib
+    from gpt2_jax.train import checkpoint, step as step_lib
     from gpt2_jax.train.optimizer import OptimizerConfig, make_optimizer
     from gpt2_jax.config import GPT2Config
     cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=8, vocab_size=32)

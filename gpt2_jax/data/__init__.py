@@ -4,3 +4,6 @@ from gpt2_jax.data.packing import PackedDataset
 from gpt2_jax.data.pipeline import TrainData, as_tf_dataset, make_train_data
 from gpt2_jax.data.shards import load_token_shards, load_token_stream, tokenize_to_shards
 from gpt2_jax.data.sources import DataConfig
+
+__all__ = ["DataConfig", "PackedDataset", "TrainData", "as_tf_dataset", "load_token_shards", "load_token_stream",
+           "make_train_data", "tokenize_to_shards"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import json
 import os
 import pathlib
 import re
@@ -13,6 +12,7 @@ from typing import Iterator
 
 from gpt2_jax import paths
 from gpt2_jax.errors import DataError
+from gpt2_jax.textfiles import decode_utf8, iter_jsonl_field
 
 TINYSHAKESPEARE = "train_corpora/tinyshakespeare/input.txt"
 SPLIT_MODES = ("file", "blank_lines", "lines")
@@ -113,21 +113,10 @@ def file_digest(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def _decode(raw: bytes, path: pathlib.Path, base_offset: int = 0, line: int | None = None) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = base_offset + e.start
-        lineno = line if line is not None else raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte offset "
-                        f"{offset}); re-encode the file as UTF-8, e.g. "
-                        f"iconv -f latin1 -t utf-8 {path.name}.") from None
-
-
 def read_text_documents(path: pathlib.Path, split_documents: str = "file") -> list[str]:
     """A plain text file as documents: the whole file, its blank-line paragraphs, or its lines."""
     raw = path.read_bytes()
-    text = _decode(raw, path)
+    text = decode_utf8(raw, path)
     if not text.strip():
         what = "0 bytes" if not raw else f"only whitespace ({len(raw)} bytes)"
         raise DataError(f"{path}: empty corpus ({what}); give a file with text in it.")
@@ -143,30 +132,13 @@ def read_text_documents(path: pathlib.Path, split_documents: str = "file") -> li
 
 
 def iter_jsonl_documents(path: pathlib.Path, text_field: str = "text") -> Iterator[str]:
-    """One document per jsonl line, from field `text_field`; blank lines are skipped."""
-    count, offset = 0, 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, path, base_offset=offset, line=lineno)
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); "
-                                "each line must be one JSON object like {\"text\": \"...\"}.") from None
-            if not isinstance(record, dict) or text_field not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise DataError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set "
-                                "DataConfig.text_field to the key that holds the text.")
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: field {text_field!r} is a "
-                                f"{type(text).__name__}, expected a string.")
-            if text.strip():
-                count += 1
-                yield text
+    """One document per jsonl line, from field `text_field`; blank lines and blank texts are skipped."""
+    count = 0
+    for _, text in iter_jsonl_field(path, text_field,
+                                    field_fix="set DataConfig.text_field to the key that holds the text"):
+        if text.strip():
+            count += 1
+            yield text
     if not count:
         raise DataError(f"{path}: empty corpus (no non-blank {text_field!r} values); "
                         "give a jsonl file with text in it.")

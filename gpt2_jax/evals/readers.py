@@ -12,6 +12,9 @@ import pathlib
 
 from gpt2_jax import paths
 from gpt2_jax.errors import DataError, InputError
+from gpt2_jax.textfiles import decode_utf8, iter_jsonl_field
+
+_REDOWNLOAD = "re-download the file"
 
 PathLike = str | os.PathLike
 
@@ -72,13 +75,7 @@ def resolve(dataset: str, split: str = "test", path: PathLike | None = None,
 
 
 def _read_utf8(path: pathlib.Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                        "re-download the file.") from None
+    return decode_utf8(path.read_bytes(), path, _REDOWNLOAD)
 
 
 # ----------------------------------------------------------------------------- LAMBADA
@@ -86,21 +83,11 @@ def read_lambada(path: PathLike | None = None, data_dir: PathLike | None = None)
     """The passages of OpenAI's LAMBADA test jsonl (one `{"text": ...}` object a line)."""
     p = resolve("lambada", "test", path, data_dir)
     texts = []
-    for lineno, line in enumerate(_read_utf8(p).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{lineno}: not a JSON object ({e.msg}); expected "
-                            '{"text": "..."} on every line.') from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-            raise DataError(f"{p}:{lineno}: expected an object with a non-empty string field "
-                            f"'text', got {line[:80]!r}.")
-        if " " not in obj["text"].strip():
-            raise DataError(f"{p}:{lineno}: passage has a single word; LAMBADA needs context plus a "
-                            "final word.")
-        texts.append(obj["text"])
+    for lineno, text in iter_jsonl_field(p, "text", utf8_fix=_REDOWNLOAD):
+        if " " not in text.strip():
+            raise DataError(f"{p}:{lineno}: passage has {'no text' if not text.strip() else 'a single word'}; "
+                            "LAMBADA needs context plus a final word.")
+        texts.append(text)
     if not texts:
         raise DataError(f"{p}: no passages found; expected one JSON object per line.")
     return texts
