@@ -93,3 +93,12 @@ def test_greedy_matches_torch_and_stops_at_eos():
     assert stopped[:first + 1] == got[0][:first + 1] and set(stopped[first:]) == {eos}
     with pytest.raises(InputError, match="max_new_tokens=128 must be in"):
         scorer.greedy(prompts, 128)
+
+
+def test_greedy_does_not_keep_a_second_copy_of_the_weights():
+    params, cfg, _, tok, _ = model()
+    scorer = scoring.Scorer(params, cfg)  # fresh: greedy has never run on it
+    weight_bytes = sum(x.nbytes for x in jax.tree.leaves(scorer.params))
+    live_before = sum(x.nbytes for x in jax.live_arrays())
+    assert scorer.greedy([tok.encode("Once upon a time")], 4) == scorer.greedy([tok.encode("Once upon a time")], 4)
+    assert sum(x.nbytes for x in jax.live_arrays()) - live_before < weight_bytes / 2
