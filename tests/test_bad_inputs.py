@@ -12,7 +12,6 @@ import os
 import pathlib
 import random
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -396,15 +395,16 @@ def test_disk_full_while_checkpointing_keeps_the_saved_checkpoints(ctx, tmp_path
     workdir = tmp_path / "run"
     shutil.copytree(ctx["workdir"], workdir)
     before = _snapshot(workdir)
-    argv = [sys.executable, "-m", "experiments.main", "--experiment=tiny_test", "--mode=train", f"--workdir={workdir}",
+    args = ["--experiment=tiny_test", "--mode=train", f"--workdir={workdir}",
             *[f"--config.{o}" for o in ctx["train"] if not o.startswith("total_steps")], "--config.total_steps=9"]
+    argv = [sys.executable, "-m", "experiments.main", *args]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-
-    def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-
-    full = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=small_files)
+    # The child limits its own file size before it runs experiments.main (a preexec_fn would fork
+    # this multithreaded JAX process).
+    small_files = ("import resource, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+                   "runpy.run_module('experiments.main', run_name='__main__', alter_sys=True)")
+    full = subprocess.run([sys.executable, "-c", small_files, *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert full.returncode in (1, 2), full.stderr[-3000:]
     lines = [line for line in full.stderr.splitlines() if re.search(r"(^|: )error: |training stopped: ", line)]
     assert len(lines) == 1, full.stderr[-4000:]
