@@ -49,7 +49,7 @@ def make_step(cfg: GPT2Config):
     return jax.jit(train_step, donate_argnums=(0,)), state
 
 
-def train(size="small", batch=8, seq=256, repeats=3, **overrides):
+def train(size="small", batch=8, seq=256, repeats=3, case="", **overrides):
     cfg = config(size, **overrides)
     step, state = make_step(cfg)
     x = _tokens(batch, seq + 1)
@@ -62,12 +62,13 @@ def train(size="small", batch=8, seq=256, repeats=3, **overrides):
         metrics["loss"].block_until_ready()
 
     times, cpu = time_repeats_cpu(run, repeats)
-    emit(f"train_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s, cpu_s=cpu,
+    emit(case or f"train_{size}", "jax", units=batch * seq, times=times, compile_s=compile_s, cpu_s=cpu,
          flops_per_token=cfg.flops_per_token(seq, training=True), config=_short(cfg))
 
 
 def _short(cfg: GPT2Config) -> str:
-    return f"attn={cfg.attention} scan={cfg.scan_layers} remat={cfg.remat} dtype={cfg.dtype}"
+    return (f"attn={cfg.attention} scan={cfg.scan_layers} remat={cfg.remat} dtype={cfg.dtype}"
+            + (f" loss_chunk={cfg.loss_chunk}" if cfg.loss_chunk else ""))
 
 
 def gemm_peak(sizes=(1024, 2048), repeats=10):

@@ -34,6 +34,9 @@ CASES = {
                     1.3, "small (6L d384 ctx256) train step, 8x256"),
     "train_124m": (["train", "size='124m'", "batch=1", "seq=1024", "repeats=2"],
                    ["train", "size='124m'", "batch=1", "seq=1024", "repeats=2"], 1.5, "124M train step, 1x1024"),
+    "train_124m_loss_chunk": (["train", "size='124m'", "batch=1", "seq=1024", "repeats=2", "loss_chunk=256",
+                               "case='train_124m_loss_chunk'"], None, None,
+                              "same, GPT2Config.loss_chunk=256 (fused head + loss)"),
     "gen_b1": (["generate", "batch=1", "repeats=2"], ["generate", "batch=1", "repeats=2"], 1.2,
                "124M greedy decode, 32+128, batch 1"),
     "gen_b8": (["generate", "batch=8", "repeats=2"], ["generate", "batch=8", "repeats=2"], 2.0,
@@ -45,6 +48,7 @@ CASES = {
     "read_bw": (["bandwidth"], None, None, "read bandwidth, 1 GiB fp32 sum"),
     "data": (["data"], None, None, "input pipeline (tinyshakespeare, 1x1024)"),
 }
+OPT_IN = {"train_124m_loss_chunk"}  # run only when named in --only
 THREADS = [os.cpu_count() or 1]  # set by main() from --threads
 
 
@@ -91,7 +95,7 @@ def table(results: dict) -> str:
     lines = ["| case | gpt2_jax | reference | unit | ratio | target | met | jax compile s | jax / ref peak RSS MB |",
              "|---|---:|---:|---|---:|---:|---|---:|---:|"]
     targets = {name: CASES[name][2] for name in CASES}
-    order = ["fwd_124m", "attn_fwd", "attn_fwdbwd", "train_small", "train_124m", "gen_b1", "gen_b8", "gen_b1_bf16", "tokenizer",
+    order = ["fwd_124m", "attn_fwd", "attn_fwdbwd", "train_small", "train_124m", "train_124m_loss_chunk", "gen_b1", "gen_b8", "gen_b1_bf16", "tokenizer",
              "gemm_peak", "read_bw", "data_raw", "data_cached", "data_batch_at", "data_tf_batches"]
     for case in order:
         if case not in results:
@@ -113,7 +117,7 @@ def table(results: dict) -> str:
 def derived(results: dict) -> list[str]:
     out = ["| derived | value | target | met |", "|---|---:|---:|---|"]
     peak = _med(results.get("gemm_peak", {}).get("jax", []))
-    for case in ("train_small", "train_124m", "fwd_124m"):
+    for case in ("train_small", "train_124m", "train_124m_loss_chunk", "fwd_124m"):
         j = results.get(case, {}).get("jax", [])
         if j and peak == peak:
             tgt = 0.6 if case == "train_124m" else None
@@ -173,7 +177,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="one timed 124M train step per side")
     ap.add_argument("--rounds", type=int, default=None,
                     help="alternating rounds (default 1, ~5-6 min idle; 2 for steadier medians, ~10 min)")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)} "
+                    f"(default: all but {', '.join(sorted(OPT_IN))})")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="glibc allocator settings for both sides (see TUNED_MALLOC)")
@@ -183,7 +188,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     rounds = args.rounds or 1
     THREADS[0] = args.threads
-    cases = [c for c in (args.only.split(",") if args.only else CASES) if c]
+    cases = [c for c in (args.only.split(",") if args.only else [c for c in CASES if c not in OPT_IN]) if c]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")

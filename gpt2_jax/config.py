@@ -40,6 +40,7 @@ class GPT2Config:
     attn_block_size: int = 128       # query/key block for the blocked and online kernels
     scan_layers: bool = True         # lax.scan over blocks (fast compile) vs fully unrolled
     remat: str = "none"              # activation checkpointing policy per block
+    loss_chunk: int = 0              # loss_fn: positions per fused LM-head + cross-entropy chunk; 0 = whole [B, T, V] logits
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -53,6 +54,8 @@ class GPT2Config:
         for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "attn_block_size"):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field}={getattr(self, field)} must be a positive integer.")
+        if self.loss_chunk < 0:
+            raise ConfigError(f"loss_chunk={self.loss_chunk} must be >= 0 (0 = no chunking).")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must be in [0, 1).")
 

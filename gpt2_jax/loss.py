@@ -1,13 +1,19 @@
 """Pure losses and per-token log-probabilities, all in fp32 (training and evals share them)."""
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.model import forward
+
+_LOGITS_AXES = ("activation_batch", "activation_length", "activation_vocab")
 
 
 def target_log_probs(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
@@ -29,12 +35,128 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array,
     return (nll_BT * weights_BT).sum() / jnp.maximum(total, 1.0), total
 
 
+def fused_cross_entropy(h_BTD: jax.Array, wte_VD: jax.Array, targets_BT: jax.Array,
+                        weights_BT: jax.Array | None = None, *, chunk: int,
+                        dtype: str = "float32") -> tuple[jax.Array, jax.Array]:
+    """`cross_entropy(lm_head(h), targets, weights)` without the [B, T, V] logits: the tied head
+    and the loss run `chunk` positions at a time, and the forward pass of each chunk also forms its
+    gradients (softmax - onehot, then the two head matmuls), so the backward pass only scales them.
+    Peak memory holds [B, chunk, V] logits instead of [B, T, V] (and no saved logits for the
+    backward pass); FLOPs are those of the unfused head + loss. `dtype` is the matmul dtype
+    (GPT2Config.dtype); logits, softmax and sums stay fp32."""
+    b, t, _ = h_BTD.shape
+    weights_BT = (jnp.ones((b, t), jnp.float32) if weights_BT is None else weights_BT.astype(jnp.float32))
+    chunk = max(1, min(int(chunk), t))
+    pad = math.ceil(t / chunk) * chunk - t
+    if pad:  # padded positions get weight 0: they add nothing to the loss or the gradients
+        h_BTD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
+        targets_BT = jnp.pad(targets_BT, ((0, 0), (0, pad)))
+        weights_BT = jnp.pad(weights_BT, ((0, 0), (0, pad)))
+    total = weights_BT.sum()
+    nll = _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, jnp.dtype(dtype).name)
+    return nll / jnp.maximum(total, 1.0), total
+
+
+def _by_chunk(x, chunk: int):
+    """[B, T, ...] -> [T / chunk, B, chunk, ...]: the scan runs over chunks of positions, so every
+    chunk keeps the batch dimension (and its sharding over data/fsdp)."""
+    return x.reshape(x.shape[0], x.shape[1] // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dtype: str, with_grads: bool,
+                   logits_axes: tuple = _LOGITS_AXES):
+    w_VD = wte_VD.astype(dtype)
+
+    def body(carry, xs):
+        nll, dwte_VD = carry
+        h_BCD, t_BC, w_BC = xs
+        h_BCD = h_BCD.astype(dtype)
+        logits_BCV = nn.with_logical_constraint(
+            jnp.einsum("bcd,vd->bcv", h_BCD, w_VD, preferred_element_type=jnp.float32), logits_axes)
+        lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+        picked_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], axis=-1)[..., 0]
+        nll = nll + ((lse_BC - picked_BC) * w_BC).sum()
+        if not with_grads:
+            return (nll, dwte_VD), None
+        # d(sum_t w_t nll_t) / d logits = w * (softmax - onehot(target))
+        onehot_BCV = jax.nn.one_hot(t_BC, logits_BCV.shape[-1], dtype=jnp.float32)
+        dlogits_BCV = ((jnp.exp(logits_BCV - lse_BC[..., None]) - onehot_BCV) * w_BC[..., None]).astype(dtype)
+        dh_BCD = jnp.einsum("bcv,vd->bcd", dlogits_BCV, w_VD, preferred_element_type=jnp.float32)
+        dwte_VD = dwte_VD + jnp.einsum("bcv,bcd->vd", dlogits_BCV, h_BCD, preferred_element_type=jnp.float32)
+        return (nll, dwte_VD), dh_BCD
+
+    init = (jnp.zeros((), jnp.float32), jnp.zeros(wte_VD.shape, jnp.float32) if with_grads else None)
+    xs = (_by_chunk(h_BTD, chunk), _by_chunk(targets_BT, chunk), _by_chunk(weights_BT, chunk))
+    (nll, dwte_VD), dh = jax.lax.scan(body, init, xs)
+    if not with_grads:
+        return nll, None
+    dh_BTD = dh.swapaxes(0, 1).reshape(h_BTD.shape).astype(h_BTD.dtype)
+    return nll, (dh_BTD, dwte_VD.astype(wte_VD.dtype))
+
+
+def _batch_axes() -> tuple[str, ...]:
+    """The mesh axes (of size > 1) that the current mesh + logical rules shard the batch over."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return ()
+    axes = nn.logical_to_mesh_axes(("activation_batch",))[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
+
+
+def _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dtype: str, with_grads: bool):
+    """`_nll_and_grads` with each device scanning its own rows: inside a mesh whose batch axes
+    have size > 1, a shard_map over those axes keeps the loss and the head's weight gradient as
+    per-device partial sums across chunks and reduces them once, instead of once per chunk
+    (GSPMD all-reduces a carried [V, D] sum in every scan iteration)."""
+    axes = _batch_axes()
+    if not axes:
+        return _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads)
+
+    def local(h, wte, targets, weights):  # rows are device-local here: constrain only the vocab dim
+        nll, grads = _nll_and_grads(h, wte, targets, weights, chunk, dtype, with_grads,
+                                    logits_axes=(None, None, "activation_vocab"))
+        nll = jax.lax.psum(nll, axes)
+        if grads is None:
+            return nll, None
+        dh, dwte = grads
+        return nll, (dh, jax.lax.psum(dwte, axes))
+
+    rows = P(axes)
+    return jax.shard_map(local, in_specs=(rows, P(), rows, rows),
+                         out_specs=(P(), (rows, P()) if with_grads else None),
+                         axis_names=set(axes), check_vma=False)(h_BTD, wte_VD, targets_BT, weights_BT)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype):
+    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads=False)[0]
+
+
+def _fused_fwd(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype):
+    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads=True)
+
+
+def _fused_bwd(chunk, dtype, grads, g):
+    dh_BTD, dwte_VD = grads
+    return (g * dh_BTD).astype(dh_BTD.dtype), (g * dwte_VD).astype(dwte_VD.dtype), None, None
+
+
+_fused_nll_sum.defvjp(_fused_fwd, _fused_bwd)
+
+
 def loss_fn(params: Any, batch: dict[str, jax.Array], cfg: GPT2Config,
             rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean cross-entropy of `batch['targets']` given `batch['inputs']` (optional `weights`).
-    `rng` enables dropout. Returns (loss, metrics)."""
-    logits_BTV = forward(params, batch["inputs"], cfg, rng=rng)
-    loss, n_tokens = cross_entropy(logits_BTV, batch["targets"], batch.get("weights"))
+    `rng` enables dropout. With `cfg.loss_chunk`, the head and loss run fused by chunks of
+    positions (`fused_cross_entropy`). Returns (loss, metrics)."""
+    if cfg.loss_chunk:
+        h_BTD = forward(params, batch["inputs"], cfg, rng=rng, return_hidden=True)
+        loss, n_tokens = fused_cross_entropy(h_BTD, params["wte"], batch["targets"], batch.get("weights"),
+                                             chunk=cfg.loss_chunk, dtype=cfg.dtype)
+    else:
+        logits_BTV = forward(params, batch["inputs"], cfg, rng=rng)
+        loss, n_tokens = cross_entropy(logits_BTV, batch["targets"], batch.get("weights"))
     return loss, {"loss": loss, "tokens": n_tokens}
 
 

@@ -20,7 +20,10 @@ from gpt2_jax.train.metrics import read_jsonl
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # n_head=8 so tensor=8 really splits heads; evals off so only train steps run
 COMMON = ["model.n_head=8", "eval_every=0", "console=false", "checkpoint_every=100", "log_every=1"]
-MESHES = {"dp": (8, 1, 1), "fsdp": (1, 8, 1), "tp": (1, 1, 8), "mix": (2, 2, 2)}
+# name -> (data, fsdp, tensor), extra overrides; loss_chunk=24 does not divide seq_len (padded chunk)
+# (and both mix runs evaluate at steps 10 and 20, so the fused loss's eval path runs sharded too)
+MESHES = {"dp": ((8, 1, 1), []), "fsdp": ((1, 8, 1), []), "tp": ((1, 1, 8), []),
+          "mix": ((2, 2, 2), ["eval_every=10"]), "mix_loss_chunk": ((2, 2, 2), ["loss_chunk=24", "eval_every=10"])}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,22 +53,23 @@ def _main_cmd(workdir, *overrides, experiment="tiny_test", mode="train"):
 
 
 _MESH_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, pathlib, sys
     from experiments import registry
     from gpt2_jax.train import loop
     root, common, meshes = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-    for name, (d, f, t) in meshes.items():
-        cfg = registry.get_config("tiny_test", overrides=common + [f"mesh.data={d}", f"mesh.fsdp={f}",
-                                                                  f"mesh.tensor={t}"])
+    for name, ((d, f, t), extra) in meshes.items():
+        cfg = registry.get_config("tiny_test", overrides=common + extra + [f"mesh.data={d}", f"mesh.fsdp={f}",
+                                                                          f"mesh.tensor={t}"])
         s = loop.train(cfg, f"{root}/{name}")
         assert s["mesh"] == {"data": d, "fsdp": f, "tensor": t}, s["mesh"]
+        pathlib.Path(f"{root}/{name}/final_eval_loss").write_text(repr(s["final_eval_loss"]))
         print("done", name, flush=True)
 """)
 
 
 @pytest.fixture(scope="module")
 def reference_runs(tmp_path_factory):
-    """One process with 1 device and one with 8 simulated devices running 4 meshes, in parallel."""
+    """One process with 1 device and one with 8 simulated devices running 5 meshes, in parallel."""
     root = tmp_path_factory.mktemp("meshes")
     single = subprocess.Popen(_main_cmd(root / "single", *COMMON), env=_env(1), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,6 +89,8 @@ def test_meshes_match_single_device(reference_runs):
         got = _losses(reference_runs / name)
         assert len(got) == 20, name
         np.testing.assert_allclose(got, want, rtol=1e-3, err_msg=f"mesh {name} {MESHES[name]}")
+    evals = [float((reference_runs / name / "final_eval_loss").read_text()) for name in ("mix", "mix_loss_chunk")]
+    assert np.isfinite(evals[0]) and evals[1] == pytest.approx(evals[0], rel=1e-3)
 
 
 def _free_port():

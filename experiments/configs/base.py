@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.scan_layers = True       # lax.scan over blocks (fast compile) vs unrolled
     config.dtype = "float32"              # matmul compute dtype: bfloat16 on TPU/GPU; params + Adam stay float32
     config.remat = "none"                 # per-block activation checkpointing: none | full | dots | dots_with_no_batch_dims
+    config.loss_chunk = 0                 # > 0: fused LM head + loss over chunks of this many positions (no [B, T, V] logits)
 
     # ---------------------------------------------------------------- data
     config.data = ml_collections.ConfigDict()

@@ -43,7 +43,7 @@ def mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def model_config(config, vocab_size: int) -> GPT2Config:
-    """GPT2Config from config.model (a family name and/or explicit sizes), config.dtype/remat."""
+    """GPT2Config from config.model (a family name and/or explicit sizes), config.dtype/remat/loss_chunk."""
     m = config.model
     name = m.get("name", "custom") or "custom"
     if name != "custom":
@@ -68,7 +68,8 @@ def model_config(config, vocab_size: int) -> GPT2Config:
                           "or raise n_positions.")
     return GPT2Config(vocab_size=vocab, n_positions=n_positions, dropout=float(m.get("dropout", 0.0)),
                       attention=m.get("attention", "auto"), scan_layers=bool(m.get("scan_layers", True)),
-                      dtype=config.get("dtype", "float32"), remat=config.get("remat", "none"), **sizes)
+                      dtype=config.get("dtype", "float32"), remat=config.get("remat", "none"),
+                      loss_chunk=int(config.get("loss_chunk", 0)), **sizes)
 
 
 def optimizer_config(config) -> OptimizerConfig:
