@@ -11,49 +11,55 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
-from gpt2_jax.model import forward
+from gpt2_jax.model import forward, lm_head
 
 _LOGITS_AXES = ("activation_batch", "activation_length", "activation_vocab")
 
 
-def target_log_probs(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
-    """log p(target) under the softmax of the logits, fp32 [B, T]."""
+def _lse_and_target_logit(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
     logits_BTV = logits_BTV.astype(jnp.float32)
     lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    picked_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    return lse_BT, jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+
+
+def target_log_probs(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
+    """log p(target) under the softmax of the logits, fp32 [B, T]."""
+    lse_BT, picked_BT = _lse_and_target_logit(logits_BTV, targets_BT)
     return picked_BT - lse_BT
+
+
+def _weights(weights_BT: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+    return jnp.ones(shape, jnp.float32) if weights_BT is None else weights_BT.astype(jnp.float32)
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array,
                   weights_BT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Weighted mean next-token cross-entropy (nats) and the total weight."""
     nll_BT = -target_log_probs(logits_BTV, targets_BT)
-    if weights_BT is None:
-        weights_BT = jnp.ones_like(nll_BT)
-    weights_BT = weights_BT.astype(jnp.float32)
+    weights_BT = _weights(weights_BT, nll_BT.shape)
     total = weights_BT.sum()
     return (nll_BT * weights_BT).sum() / jnp.maximum(total, 1.0), total
 
 
 def fused_cross_entropy(h_BTD: jax.Array, wte_VD: jax.Array, targets_BT: jax.Array,
-                        weights_BT: jax.Array | None = None, *, chunk: int,
-                        dtype: str = "float32") -> tuple[jax.Array, jax.Array]:
-    """`cross_entropy(lm_head(h), targets, weights)` without the [B, T, V] logits: the tied head
-    and the loss run `chunk` positions at a time, and the forward pass of each chunk also forms its
-    gradients (softmax - onehot, then the two head matmuls), so the backward pass only scales them.
-    Peak memory holds [B, chunk, V] logits instead of [B, T, V] (and no saved logits for the
-    backward pass); FLOPs are those of the unfused head + loss. `dtype` is the matmul dtype
-    (GPT2Config.dtype); logits, softmax and sums stay fp32."""
+                        weights_BT: jax.Array | None = None, *, cfg: GPT2Config,
+                        chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """`cross_entropy(lm_head({"wte": wte}, h, cfg), targets, weights)` without the [B, T, V]
+    logits: the tied head and the loss run `chunk` (default cfg.loss_chunk) positions at a time,
+    and the forward pass of each chunk also forms its gradients (softmax - onehot, then the two
+    head matmuls in cfg.dtype), so the backward pass only scales them. Peak memory holds
+    [B, chunk, V] logits instead of [B, T, V] (and no saved logits for the backward pass); FLOPs
+    are those of the unfused head + loss; logits, softmax and sums stay fp32."""
     b, t, _ = h_BTD.shape
-    weights_BT = (jnp.ones((b, t), jnp.float32) if weights_BT is None else weights_BT.astype(jnp.float32))
-    chunk = max(1, min(int(chunk), t))
+    weights_BT = _weights(weights_BT, (b, t))
+    chunk = max(1, min(int(chunk or cfg.loss_chunk or t), t))
     pad = math.ceil(t / chunk) * chunk - t
     if pad:  # padded positions get weight 0: they add nothing to the loss or the gradients
         h_BTD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
         targets_BT = jnp.pad(targets_BT, ((0, 0), (0, pad)))
         weights_BT = jnp.pad(weights_BT, ((0, 0), (0, pad)))
     total = weights_BT.sum()
-    nll = _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, jnp.dtype(dtype).name)
+    nll = _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg)
     return nll / jnp.maximum(total, 1.0), total
 
 
@@ -63,18 +69,16 @@ def _by_chunk(x, chunk: int):
     return x.reshape(x.shape[0], x.shape[1] // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
 
 
-def _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dtype: str, with_grads: bool,
+def _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, cfg: GPT2Config, with_grads: bool,
                    logits_axes: tuple = _LOGITS_AXES):
+    dtype = cfg.dtype
     w_VD = wte_VD.astype(dtype)
 
     def body(carry, xs):
         nll, dwte_VD = carry
         h_BCD, t_BC, w_BC = xs
-        h_BCD = h_BCD.astype(dtype)
-        logits_BCV = nn.with_logical_constraint(
-            jnp.einsum("bcd,vd->bcv", h_BCD, w_VD, preferred_element_type=jnp.float32), logits_axes)
-        lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
-        picked_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], axis=-1)[..., 0]
+        logits_BCV = nn.with_logical_constraint(lm_head({"wte": wte_VD}, h_BCD, cfg), logits_axes)
+        lse_BC, picked_BC = _lse_and_target_logit(logits_BCV, t_BC)
         nll = nll + ((lse_BC - picked_BC) * w_BC).sum()
         if not with_grads:
             return (nll, dwte_VD), None
@@ -82,7 +86,8 @@ def _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dtype: str
         onehot_BCV = jax.nn.one_hot(t_BC, logits_BCV.shape[-1], dtype=jnp.float32)
         dlogits_BCV = ((jnp.exp(logits_BCV - lse_BC[..., None]) - onehot_BCV) * w_BC[..., None]).astype(dtype)
         dh_BCD = jnp.einsum("bcv,vd->bcd", dlogits_BCV, w_VD, preferred_element_type=jnp.float32)
-        dwte_VD = dwte_VD + jnp.einsum("bcv,bcd->vd", dlogits_BCV, h_BCD, preferred_element_type=jnp.float32)
+        dwte_VD = dwte_VD + jnp.einsum("bcv,bcd->vd", dlogits_BCV, h_BCD.astype(dtype),
+                                       preferred_element_type=jnp.float32)
         return (nll, dwte_VD), dh_BCD
 
     init = (jnp.zeros((), jnp.float32), jnp.zeros(wte_VD.shape, jnp.float32) if with_grads else None)
@@ -104,17 +109,17 @@ def _batch_axes() -> tuple[str, ...]:
     return tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
 
 
-def _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dtype: str, with_grads: bool):
+def _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, cfg: GPT2Config, with_grads: bool):
     """`_nll_and_grads` with each device scanning its own rows: inside a mesh whose batch axes
     have size > 1, a shard_map over those axes keeps the loss and the head's weight gradient as
     per-device partial sums across chunks and reduces them once, instead of once per chunk
     (GSPMD all-reduces a carried [V, D] sum in every scan iteration)."""
     axes = _batch_axes()
     if not axes:
-        return _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads)
+        return _nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg, with_grads)
 
     def local(h, wte, targets, weights):  # rows are device-local here: constrain only the vocab dim
-        nll, grads = _nll_and_grads(h, wte, targets, weights, chunk, dtype, with_grads,
+        nll, grads = _nll_and_grads(h, wte, targets, weights, chunk, cfg, with_grads,
                                     logits_axes=(None, None, "activation_vocab"))
         nll = jax.lax.psum(nll, axes)
         if grads is None:
@@ -129,15 +134,15 @@ def _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk: int, dt
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype):
-    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads=False)[0]
+def _fused_nll_sum(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg):
+    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg, with_grads=False)[0]
 
 
-def _fused_fwd(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype):
-    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, dtype, with_grads=True)
+def _fused_fwd(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg):
+    return _sharded_nll_and_grads(h_BTD, wte_VD, targets_BT, weights_BT, chunk, cfg, with_grads=True)
 
 
-def _fused_bwd(chunk, dtype, grads, g):
+def _fused_bwd(chunk, cfg, grads, g):
     dh_BTD, dwte_VD = grads
     return (g * dh_BTD).astype(dh_BTD.dtype), (g * dwte_VD).astype(dwte_VD.dtype), None, None
 
@@ -152,8 +157,7 @@ def loss_fn(params: Any, batch: dict[str, jax.Array], cfg: GPT2Config,
     positions (`fused_cross_entropy`). Returns (loss, metrics)."""
     if cfg.loss_chunk:
         h_BTD = forward(params, batch["inputs"], cfg, rng=rng, return_hidden=True)
-        loss, n_tokens = fused_cross_entropy(h_BTD, params["wte"], batch["targets"], batch.get("weights"),
-                                             chunk=cfg.loss_chunk, dtype=cfg.dtype)
+        loss, n_tokens = fused_cross_entropy(h_BTD, params["wte"], batch["targets"], batch.get("weights"), cfg=cfg)
     else:
         logits_BTV = forward(params, batch["inputs"], cfg, rng=rng)
         loss, n_tokens = cross_entropy(logits_BTV, batch["targets"], batch.get("weights"))
