@@ -83,7 +83,8 @@ def read_lambada(path: PathLike | None = None, data_dir: PathLike | None = None)
     """The passages of OpenAI's LAMBADA test jsonl (one `{"text": ...}` object a line)."""
     p = resolve("lambada", "test", path, data_dir)
     texts = []
-    for lineno, text in iter_jsonl_field(p, "text", utf8_fix=_REDOWNLOAD):
+    for lineno, text in iter_jsonl_field(p, "text", utf8_fix=_REDOWNLOAD,
+                                         field_fix='the official file has {"text": ...} on every line: re-download it'):
         if " " not in text.strip():
             raise DataError(f"{p}:{lineno}: passage has {'no text' if not text.strip() else 'a single word'}; "
                             "LAMBADA needs context plus a final word.")
