@@ -40,15 +40,15 @@ def measure(n_devices: int, models: list[str], remats: list[str], seq: int, loss
         for remat, loss_chunk in ((r, c) for r in remats for c in loss_chunks):
             cfg = GPT2Config.from_name(name, remat=remat, loss_chunk=loss_chunk)
             for strat, shape in STRATEGIES.items():
-                mesh = sharding.make_mesh(**shape(n_devices))
+                layout = sharding.Layout(sharding.make_mesh(**shape(n_devices)))
                 t0 = time.perf_counter()
-                state_sh = step_lib.state_shardings(cfg, opt, mesh)  # outside activate, as train/aot.py
-                batch_sh = sharding.batch_sharding(mesh)
+                state_sh = step_lib.state_shardings(cfg, opt, layout)
+                batch_sh = layout.batch_sharding()
                 abstract = step_lib.with_shardings(step_lib.abstract_state(cfg, opt), state_sh)
                 tok = jax.ShapeDtypeStruct((n_devices, seq), jnp.int32, sharding=batch_sh)
-                step = step_lib.jit_train_step(step_lib.make_train_step(cfg, opt, sched), state_sh, batch_sh)
-                with sharding.activate(mesh):
-                    mem = step.lower(abstract, {"inputs": tok, "targets": tok}).compile().memory_analysis()
+                step = step_lib.jit_train_step(step_lib.make_train_step(cfg, opt, sched, layout=layout),
+                                               state_sh, batch_sh)
+                mem = step.lower(abstract, {"inputs": tok, "targets": tok}).compile().memory_analysis()
                 rec = dict(devices=n_devices, model=name, params_m=round(cfg.num_params / 1e6),
                            strategy=strat, remat=remat, loss_chunk=loss_chunk, argument_gb=mem.argument_size_in_bytes / 1e9,
                            output_gb=mem.output_size_in_bytes / 1e9, alias_gb=mem.alias_size_in_bytes / 1e9,

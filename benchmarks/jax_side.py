@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import SMALL, emit, time_repeats, time_repeats_cpu
-from gpt2_jax import model
+from gpt2_jax import decode, model
 from gpt2_jax.config import GPT2Config
 
 
@@ -103,7 +103,7 @@ def _weights_bytes(params) -> int:
 
 def generate(batch=1, prompt=32, new=128, repeats=3, weights="float32"):
     """Greedy KV-cache decoding with gpt2_jax.generate.generate (one jitted while_loop) from the
-    stacked params a user holds (generate makes its per-layer decode copy itself, inside the timing).
+    params a user holds (generate makes its decode copy itself, decode.prepare, inside the timing).
     weights=bfloat16 decodes with generate(weights_dtype="bfloat16") (weights rounded to bf16,
     computed in fp32) and reports the logit error against the fp32 model."""
     from gpt2_jax.generate import generate as gen
@@ -112,13 +112,13 @@ def generate(batch=1, prompt=32, new=128, repeats=3, weights="float32"):
     prompts = np.random.default_rng(1).integers(0, 50257, (batch, prompt)).astype(np.int32)
     extra, wd = {}, (None if weights == "float32" else weights)
     if wd:
-        extra = _logit_error(params, cfg, model.decode_params(params, dtype=wd), prompts, new)
+        extra = _logit_error(params, cfg, decode.prepare(params, dtype=wd), prompts, new)
     run = lambda: gen(params, cfg, prompts, max_new_tokens=new, weights_dtype=wd)
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0
     times = time_repeats(run, repeats, warmup=0)
-    read = jax.eval_shape(lambda p: model.decode_params(p, dtype=wd), params)
+    read = jax.eval_shape(lambda p: decode.prepare(p, dtype=wd), params)
     emit(f"gen_b{batch}" + ("_bf16" if weights == "bfloat16" else ""), "jax", units=batch * new,
          times=times, compile_s=first, weight_mb=_weights_bytes(read) / 1e6, **extra)
 

@@ -1,6 +1,18 @@
-"""The library's exception types. Every user mistake raises a subclass of `UserError`, whose
-message names the bad value, what was expected and the fix; the CLI prints it as one line and
-exits with status 2."""
+"""What the library tells its users: exception types, and one-time notes about fallbacks. Every
+user mistake raises a subclass of `UserError`, whose message names the bad value, what was
+expected and the fix; the CLI prints it as one line and exits with status 2. A fallback to a
+slower or different path (a kernel, a mesh layout, a prefetcher) is logged once by `log_once`."""
+import functools
+import logging
+
+_log = logging.getLogger("gpt2_jax")
+
+
+@functools.lru_cache(maxsize=None)
+def log_once(message: str, level: int = logging.WARNING) -> None:
+    """Log `message` the first time it is asked for (at `level`), never again in this process."""
+    _log.log(level, message)
+
 
 
 class UserError(Exception):

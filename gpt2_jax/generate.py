@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import types
 from typing import Any, Sequence
 
 import jax
@@ -16,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt2_jax.config import DTYPES, GPT2Config
+from gpt2_jax.decode import DecodeParams, forward_cached, init_cache, prepare
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import decode_params, forward_cached, init_cache, lm_head
+from gpt2_jax.model import lm_head
+from gpt2_jax.sharding import Layout
 
 
 def _bucket(n: int, minimum: int = 8) -> int:
@@ -44,20 +48,21 @@ def _sample(logits_BV, key, temperature, top_p, *, greedy: bool, top_k: int | No
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "n_slots", "greedy", "top_k", "use_top_p",
-                                             "return_logits", "cache_dtype"))
-def _decode(params, tokens_BT, mask_BT, n_new, key, temperature, top_p, eos_id, *, cfg: GPT2Config,
+                                             "return_logits", "cache_dtype", "layout"))
+def _decode(params: DecodeParams, tokens_BT, mask_BT, n_new, key, temperature, top_p, eos_id, *, cfg: GPT2Config,
             n_slots: int, greedy: bool, top_k: int | None, use_top_p: bool, return_logits: bool,
-            cache_dtype: str | None):
+            cache_dtype: str | None, layout: Layout | None):
     """Prefill the left-padded prompts, then decode up to `n_new` (<= n_slots) tokens on device.
-    Returns new tokens [B, n_slots] (eos after a row ends) and, if asked, their logits [B, n_slots, V]."""
+    Returns new tokens [B, n_slots] (eos after a row ends) and, if asked, their logits [B, n_slots, V],
+    replicated over the layout's mesh so every process reads all rows."""
     b, t = tokens_BT.shape
     lengths_B = mask_BT.sum(axis=1).astype(jnp.int32)
     positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
-    cache = init_cache(cfg, b, t + n_slots, cache_dtype, per_layer="h" not in params)
+    cache = init_cache(cfg, params, b, t + n_slots, cache_dtype)
     # Prefill: only the last position's logits are needed, so skip the [B, T, V] head.
     h_BTD, cache = forward_cached(params, tokens_BT, positions_BT, cache, cfg, token_mask_BT=mask_BT,
                                   return_hidden=True)
-    last_logits_BV = lm_head(params, h_BTD[:, -1], cfg)
+    last_logits_BV = lm_head(params.top, h_BTD[:, -1], cfg)
     pad = jnp.maximum(eos_id, 0).astype(jnp.int32)
     sample = functools.partial(_sample, temperature=temperature, top_p=top_p, greedy=greedy, top_k=top_k,
                                use_top_p=use_top_p)
@@ -83,6 +88,9 @@ def _decode(params, tokens_BT, mask_BT, n_new, key, temperature, top_p, eos_id, 
     logits_BNV = jnp.zeros((b, n_slots, cfg.vocab_size), jnp.float32) if return_logits else None
     state = emit(0, last_logits_BV, jnp.zeros((b,), bool), out_BN, logits_BNV)
     _, _, _, out_BN, logits_BNV = jax.lax.while_loop(cond, body, (jnp.int32(1), cache) + state)
+    if layout is not None:
+        out_BN = layout.constrain(out_BN, (None, None))
+        logits_BNV = None if logits_BNV is None else layout.constrain(logits_BNV, (None, None, None))
     return out_BN, logits_BNV
 
 
@@ -143,7 +151,8 @@ def _check(rows, cfg, max_new_tokens, temperature, top_k, top_p, eos_id) -> None
 def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
              max_new_tokens: int = 32, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, rng: jax.Array | int | None = None, eos_id: int | None = None,
-             cache_dtype: Any = None, return_logits: bool = False, weights_dtype: Any = None):
+             cache_dtype: Any = None, return_logits: bool = False, weights_dtype: Any = None,
+             layout: Layout | None = None, batch_size: int | None = None):
     """Continue prompt(s) by up to `max_new_tokens` tokens; returns prompt + continuation.
 
     A list of ints gives a list of ints; a list of lists gives a list of lists (each may differ in
@@ -151,10 +160,15 @@ def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequen
     greedy; otherwise tokens are sampled with `rng` (a key or int seed; default key 0). After `eos_id`
     a list row stops (eos included) and an array row is filled with eos_id. With `return_logits`,
     also returns the model's logits for each new token ([B, N, V] array, or one [n, V] per row).
-    `weights_dtype` (e.g. "bfloat16") decodes from a copy of the weights rounded to that dtype,
-    computed in cfg.dtype. With cfg.dtype="bfloat16" (TPU/GPU) each token then reads half the
-    bytes; XLA:CPU converts such weights back to fp32 ahead of its matmuls, so on CPU it saves
-    neither time nor memory (BENCHMARKS.md reports the logit error it costs)."""
+
+    `params` may be the model's params or `decode.prepare(params)` (pass that when calling
+    repeatedly: the decode form is otherwise made per call). `weights_dtype` (e.g. "bfloat16")
+    decodes from a copy of the weights rounded to that dtype, computed in cfg.dtype: on TPU/GPU
+    each token then reads half the bytes; XLA:CPU converts such weights back to fp32 ahead of its
+    matmuls, so on CPU it saves neither time nor memory (BENCHMARKS.md reports the logit error).
+    `layout` shards the prompts' batch over its mesh (every process calls generate with the same
+    arguments and gets all rows back); `batch_size` decodes the prompts in batches of that many,
+    sorted by length, instead of all at once (batch b samples with fold_in(rng, b))."""
     rows, kind = _rows(prompt_tokens)
     _check(rows, cfg, max_new_tokens, temperature, top_k, top_p, eos_id)
     if weights_dtype is not None:
@@ -164,31 +178,47 @@ def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequen
             weights_dtype = repr(weights_dtype)
         if weights_dtype not in DTYPES:
             raise InputError(f"weights_dtype={weights_dtype} must be None or one of {DTYPES}.")
-    b, t, n = len(rows), max(row.size for row in rows), int(max_new_tokens)
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise InputError(f"batch_size={batch_size!r} must be None or a positive integer.")
+    b, n = len(rows), int(max_new_tokens)
     greedy = float(temperature) == 0.0
     use_top_p = top_p is not None and top_p < 1.0 and not greedy
     top_k = None if (top_k is None or greedy) else min(int(top_k), cfg.vocab_size)
     if rng is None or isinstance(rng, (int, np.integer)):
         rng = jax.random.key(0 if rng is None else int(rng))
 
-    new_BN = np.zeros((b, 0), np.int64)
-    logits_BNV = np.zeros((b, 0, cfg.vocab_size), np.float32)
+    new_BN = np.zeros((b, n), np.int64)
+    logits_BNV = np.zeros((b, n if return_logits else 0, cfg.vocab_size), np.float32)
     if n > 0:
-        t_pad = _bucket(t)
-        tokens_BT, mask_BT = np.zeros((b, t_pad), np.int32), np.zeros((b, t_pad), bool)
-        for i, row in enumerate(rows):  # left-pad: every prompt ends at the last slot
-            tokens_BT[i, t_pad - row.size:], mask_BT[i, t_pad - row.size:] = row, True
-        # Per-layer weights and cache buffers: a decode step on CPU then reads each layer's weights and
-        # writes its new cache slots in place (from stacked ones XLA copies slices every step: ~1.6x
-        # slower). Params already split (decode_params) are used as they are: no copy per call.
-        out_BN, lg = _decode(decode_params(params, dtype=weights_dtype), tokens_BT, mask_BT, np.int32(n), rng,
-                             np.float32(temperature or 1.0), np.float32(top_p or 1.0),
-                             np.int32(-1 if eos_id is None else eos_id), cfg=cfg,
-                             n_slots=_bucket(n), greedy=greedy, top_k=top_k, use_top_p=use_top_p,
-                             return_logits=return_logits,
-                             cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype).name)
-        new_BN = np.asarray(out_BN)[:, :n].astype(np.int64)
-        logits_BNV = np.asarray(lg)[:, :n] if return_logits else logits_BNV
+        dparams = prepare(params, dtype=weights_dtype)
+        if layout is not None:
+            dparams = layout.put(dparams)
+        if batch_size is None:
+            batches = [list(range(b))]
+        else:  # similar lengths together: less left padding per batch
+            order = sorted(range(b), key=lambda i: rows[i].size)
+            batches = [order[s:s + batch_size] for s in range(0, b, batch_size)]
+        ways = 1 if layout is None else layout.data_parallel_size
+        for j, idx in enumerate(batches):
+            key = rng if batch_size is None else jax.random.fold_in(rng, j)
+            t_pad = _bucket(max(rows[i].size for i in idx))
+            n_rows = -(-len(idx) // ways) * ways
+            tokens_BT, mask_BT = np.zeros((n_rows, t_pad), np.int32), np.zeros((n_rows, t_pad), bool)
+            mask_BT[:, -1] = True  # rows that only pad the batch to the mesh decode from token 0; dropped
+            for r, i in enumerate(idx):  # left-pad: every prompt ends at the last slot
+                tokens_BT[r, t_pad - rows[i].size:], mask_BT[r, t_pad - rows[i].size:] = rows[i], True
+            if layout is not None:
+                tokens_BT, mask_BT = layout.put_batch(tokens_BT), layout.put_batch(mask_BT)
+            out_BN, lg = _decode(dparams, tokens_BT, mask_BT, np.int32(n), key,
+                                 np.float32(temperature or 1.0), np.float32(top_p or 1.0),
+                                 np.int32(-1 if eos_id is None else eos_id), cfg=cfg,
+                                 n_slots=_bucket(n), greedy=greedy, top_k=top_k, use_top_p=use_top_p,
+                                 return_logits=return_logits,
+                                 cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype).name,
+                                 layout=layout)
+            new_BN[idx] = np.asarray(out_BN)[:len(idx), :n]
+            if return_logits:
+                logits_BNV[idx] = np.asarray(lg)[:len(idx), :n]
 
     if kind.startswith("array"):
         dtype = np.asarray(prompt_tokens).dtype
@@ -202,3 +232,14 @@ def generate(params: Any, cfg: GPT2Config, prompt_tokens: Sequence[int] | Sequen
         lgs.append(lg[:stop])
     outs, lgs = (outs[0], lgs[0]) if kind == "list" else (outs, lgs)
     return (outs, lgs) if return_logits else outs
+
+
+class _CallableModule(types.ModuleType):
+    """`gpt2_jax.generate` is both this module and its main function: importing the submodule
+    rebinds the package attribute to the module, so the module itself calls `generate`."""
+
+    def __call__(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,25 +1,25 @@
-"""The device mesh and the one logical-axis rules table that maps every parameter and activation
-axis to mesh axes (`data`, `fsdp`, `tensor`). Experiment configs may override the table."""
+"""Where arrays live: the device mesh (`data`, `fsdp`, `tensor`) and the one logical-axis rules
+table that maps every parameter and activation axis to mesh axes. A `Layout` (mesh + rules) is
+the only sharding state; the model, the fused loss, attention kernels run per shard and the
+evaluator receive it as an argument and read nothing ambient."""
 from __future__ import annotations
 
-import contextlib
-import logging
+import dataclasses
 import math
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from gpt2_jax.config import GPT2Config
-from gpt2_jax.errors import ConfigError
+from gpt2_jax.errors import ConfigError, log_once
 
 MESH_AXES = ("data", "fsdp", "tensor")
+Rules = tuple[tuple[str, Any], ...]
 
 # logical axis -> mesh axes. Params: FSDP shards the embed dim, tensor parallelism splits heads,
 # MLP and vocab (Megatron style). Activations: batch over data+fsdp, heads/mlp over tensor.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
     ("vocab", "tensor"),
     ("embed", "fsdp"),
@@ -39,7 +39,20 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_vocab", "tensor"),
 )
 
-log = logging.getLogger(__name__)
+def check_rules(rules: Sequence[Sequence[Any]]) -> Rules:
+    """`rules` as a canonical, hashable table; ConfigError for malformed entries or unknown axes."""
+    out = []
+    for entry in rules:
+        if len(entry) != 2 or not isinstance(entry[0], str):
+            raise ConfigError(f"logical_axis_rules entry {tuple(entry)!r} must be (logical_name, mesh_axes) with "
+                              f"mesh_axes None, one of {MESH_AXES} or a tuple of them.")
+        axes = entry[1]
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        bad = [a for a in names if a not in MESH_AXES]
+        if bad:
+            raise ConfigError(f"logical_axis_rules maps {entry[0]!r} to unknown mesh axes {bad}; use {MESH_AXES}.")
+        out.append((entry[0], names[0] if len(names) == 1 else (names or None)))
+    return tuple(out)
 
 
 def resolve_mesh_shape(data: int, fsdp: int, tensor: int, n_devices: int) -> tuple[int, int, int]:
@@ -68,59 +81,113 @@ def resolve_mesh_shape(data: int, fsdp: int, tensor: int, n_devices: int) -> tup
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes), with
-    Auto axis types so `jax.jit` shardings propagate as under pjit."""
+    Auto axis types so `jax.jit` shardings propagate as under pjit. Devices are ordered by
+    mesh_utils (ICI-aware on TPU); where it cannot order them, row-major order, said once."""
     devices = list(devices if devices is not None else jax.devices())
     shape = resolve_mesh_shape(data, fsdp, tensor, len(devices))
+    from jax.experimental import mesh_utils
     try:
-        from jax.experimental import mesh_utils
         dev_array = mesh_utils.create_device_mesh(shape, devices=devices)
-    except Exception:  # non-TPU topologies or unusual device counts: plain row-major order
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        log_once(f"mesh_utils cannot lay out {len(devices)} {devices[0].platform} devices as {shape} ({e}); "
+                 "using process-major device order instead (fine on CPU/GPU; on TPU check the topology).")
         dev_array = np.asarray(devices).reshape(shape)
     return Mesh(dev_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
-def _fit_to_shape(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
-    """Drop mesh axes from dims they do not divide (e.g. vocab 50257 over tensor=2): replicate
-    such a dim rather than fail; the waste is one small table."""
-    out = []
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-        kept = tuple(a for a in names if mesh.shape[a] > 1)
-        if kept and dim % math.prod(mesh.shape[a] for a in kept):
-            log.info("dim of size %d not divisible by mesh axes %s: replicated", dim, kept)
-            kept = ()
-        out.append(kept[0] if len(kept) == 1 else (kept or None))
-    return P(*out)
+def _axes_of(entry: Any) -> tuple[str, ...]:
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
 
 
-def logical_to_sharding(logical_tree: Any, shapes_tree: Any, mesh: Mesh,
-                        rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-    """NamedShardings for a pytree of logical PartitionSpecs and matching shapes/arrays."""
-    mesh_specs = nn.logical_to_mesh(logical_tree, list(rules))
-    return jax.tree.map(lambda spec, x: NamedSharding(mesh, _fit_to_shape(spec, x.shape, mesh)),
-                        mesh_specs, shapes_tree, is_leaf=lambda x: isinstance(x, P))
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A mesh and the rules table mapping logical axis names to its axes. Hashable, so it can be a
+    static jit argument and a flax module field."""
+
+    mesh: Mesh
+    rules: Rules = DEFAULT_RULES
+
+    def __post_init__(self):
+        object.__setattr__(self, "rules", check_rules(self.rules))
+
+    # ------------------------------------------------------------------ specs
+    def spec(self, logical: Sequence[str | None], shape: Sequence[int] | None = None) -> P:
+        """The PartitionSpec of an array with these logical axes. Each logical name takes its first
+        rule whose mesh axes are still unused in the spec (flax's rule semantics); size-1 mesh axes
+        are dropped, and with `shape`, so are axes that do not divide their dim (replicated)."""
+        used: set[str] = set()
+        out = []
+        for i, name in enumerate(logical):
+            chosen: tuple[str, ...] = ()
+            for rule_name, entry in self.rules:
+                if name is not None and rule_name == name and not used & set(_axes_of(entry)):
+                    chosen = _axes_of(entry)
+                    break
+            used |= set(chosen)
+            kept = tuple(a for a in chosen if self.mesh.shape[a] > 1)
+            if kept and shape is not None and shape[i] % math.prod(self.mesh.shape[a] for a in kept):
+                log_once(f"dim {i} ({name}) of size {shape[i]} is not divisible by mesh axes {kept}: replicated")
+                kept = ()
+            out.append(kept[0] if len(kept) == 1 else (kept or None))
+        return P(*out)
+
+    def sharding(self, logical: Sequence[str | None], shape: Sequence[int] | None = None) -> NamedSharding:
+        return NamedSharding(self.mesh, self.spec(logical, shape))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    def constrain(self, x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
+        """`x` constrained to its logical axes' sharding (inside jit)."""
+        return jax.lax.with_sharding_constraint(x, self.sharding(logical, x.shape))
+
+    # ------------------------------------------------------------------ batches
+    def batch_axes(self) -> tuple[str, ...]:
+        """The mesh axes of size > 1 that the batch dimension is split over."""
+        return tuple(a for a in _axes_of(self.spec(("batch",))[0]))
+
+    @property
+    def data_parallel_size(self) -> int:
+        """How many ways the batch dimension is split."""
+        return math.prod(self.mesh.shape[a] for a in self.batch_axes())
+
+    def batch_sharding(self, ndim: int = 2) -> NamedSharding:
+        """Sharding of a [batch, ...] array: the batch over the data-parallel axes."""
+        return NamedSharding(self.mesh, P(self.batch_axes() or None, *([None] * (ndim - 1))))
+
+    def put_batch(self, x: np.ndarray) -> jax.Array:
+        """A global [batch, ...] array from a host array that every process holds in full: each
+        process materialises only the rows of its own devices (no cross-host transfer)."""
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, self.batch_sharding(x.ndim), lambda idx: x[idx])
+
+    # ------------------------------------------------------------------ trees
+    def shardings(self, logical_tree: Any, shapes_tree: Any) -> Any:
+        """NamedShardings for a pytree of logical PartitionSpecs and matching shapes/arrays (e.g. a
+        model's parameters: model.param_shardings)."""
+        return jax.tree.map(lambda spec, x: self.sharding(tuple(spec), x.shape), logical_tree, shapes_tree,
+                            is_leaf=lambda x: isinstance(x, P))
+
+    def put(self, tree: Any, shardings: Any = None) -> Any:
+        """`tree` placed on `shardings` (default: replicated on this mesh). Every process passes the
+        same values; with several processes each one fills only its own devices' shards."""
+        if shardings is None:
+            shardings = jax.tree.map(lambda _: self.replicated, tree)
+        if jax.process_count() == 1:
+            return jax.device_put(tree, shardings)
+
+        def global_array(x, s):
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+        return jax.tree.map(global_array, tree, shardings)
 
 
-def param_shardings(cfg: GPT2Config, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-    """The NamedSharding of every GPT-2 parameter under `rules`."""
-    from gpt2_jax.model import param_logical_axes, param_shapes
-    return logical_to_sharding(param_logical_axes(cfg), param_shapes(cfg), mesh, rules)
+def constrain(x: jax.Array, logical: Sequence[str | None], layout: Layout | None) -> jax.Array:
+    """`layout.constrain(x, logical)`, or `x` unchanged without a layout (one device)."""
+    return x if layout is None else layout.constrain(x, logical)
 
 
-def batch_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
-    """Sharding of a [batch, length] token array: batch over the data-parallel axes."""
-    return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None), list(rules)))
-
-
-def data_parallel_size(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> int:
-    """How many ways the batch dimension is split."""
-    axes = nn.logical_to_mesh_axes(("batch",), list(rules))[0]
-    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    return math.prod(mesh.shape[a] for a in names)
-
-
-@contextlib.contextmanager
-def activate(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES):
-    """Make `mesh` and `rules` current so the model's activation constraints take effect."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
-        yield
+def data_parallel(devices: Sequence[jax.Device] | None = None) -> Layout:
+    """Every device on the `data` axis, parameters replicated: the evaluator's default layout."""
+    return Layout(make_mesh(data=-1, devices=devices))

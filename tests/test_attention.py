@@ -79,9 +79,61 @@ def test_splash_wrapper_pads_scales_and_shards(monkeypatch):
     q, k, v = _qkv(b=2, t=128, h=4, d=16)
     want = _dense_numpy(q, k, v)
     np.testing.assert_allclose(np.asarray(attention.splash_attention(q, k, v)), want, atol=1e-5)
-    with sharding.activate(sharding.make_mesh()):
-        got = jax.jit(attention.splash_attention)(q, k, v)
+    layout = sharding.Layout(sharding.make_mesh())  # the mesh comes as an argument, not ambient state
+    got = jax.jit(lambda q, k, v: attention.splash_attention(q, k, v, layout=layout))(q, k, v)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_splash_falls_back_for_lengths_it_cannot_tile_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(attention, "_splash_kernel", _fake_splash_kernel)
+    q, k, v = _qkv(b=1, t=100, h=2, d=16)
+    with caplog.at_level("WARNING"):
+        out = attention.splash_attention(q, k, v)
+    np.testing.assert_allclose(np.asarray(out), _dense_numpy(q, k, v), atol=1e-5)
+    assert "multiple of 128, got 100" in caplog.text
+
+
+def _dense_dropout(q, k, v, key, rate, blk):
+    """Dense causal attention whose probabilities are dropped with the blocked kernel's per-block
+    keep-masks (attention._keep_mask), written as plain autodiff-able jnp."""
+    b, t, h, d = q.shape
+    s = jnp.einsum("bthd,bshd->bhts", q, k) / np.sqrt(d)
+    s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
+    p = jax.nn.softmax(s, -1)
+    keep = jnp.zeros((b, h, t, t), bool)
+    for i, a in enumerate(range(0, t, blk)):
+        e = min(a + blk, t)
+        keep = keep.at[:, :, a:e, :e].set(attention._keep_mask(key, rate, i, (b, h, e - a, e)))
+    p = jnp.where(keep, p / (1 - rate), 0.0)
+    return jnp.einsum("bhts,bshd->bthd", p, v)
+
+
+@pytest.mark.parametrize("t,blk", [(48, 16), (45, 16)])
+def test_blocked_dropout_matches_dense_dropout_with_the_same_masks(t, blk):
+    """The blocked kernel's attention dropout: values and gradients equal dense attention with the
+    same keep-masks (so the backward pass regenerates exactly the forward's mask)."""
+    q, k, v = _qkv(t=t)
+    key, rate = jax.random.key(7), 0.3
+    w = jax.random.normal(jax.random.key(9), q.shape)
+    blocked = lambda q, k, v: attention.causal_attention(q, k, v, impl="blocked", block_size=blk,  # noqa: E731
+                                                         dropout_rate=rate, dropout_rng=key)
+    dense = lambda q, k, v: _dense_dropout(q, k, v, key, rate, blk)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(blocked(q, k, v)), np.asarray(dense(q, k, v)), atol=1e-5, rtol=1e-5)
+    grad = lambda fn: jax.jit(jax.grad(lambda q, k, v: (fn(q, k, v) * w).sum(), argnums=(0, 1, 2)))(q, k, v)  # noqa: E731
+    for a, b in zip(grad(blocked), grad(dense)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    no_drop = attention.causal_attention(q, k, v, impl="blocked", block_size=blk)
+    assert not np.allclose(np.asarray(blocked(q, k, v)), np.asarray(no_drop), atol=1e-3)
+
+
+def test_kernels_without_dropout_hand_it_to_blocked_and_say_so(caplog):
+    q, k, v = _qkv(t=32)
+    key = jax.random.key(3)
+    with caplog.at_level("WARNING"):
+        got = attention.causal_attention(q, k, v, impl="xla", dropout_rate=0.2, dropout_rng=key)
+    want = attention.causal_attention(q, k, v, impl="blocked", dropout_rate=0.2, dropout_rng=key)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    assert "attention='xla' has no attention dropout" in caplog.text
 
 
 def test_masked_reference_ignores_padding():
@@ -133,26 +185,3 @@ def test_model_variants_same_logits_and_grads(reference_outputs, variant):
                                np.asarray(model.forward(params, tokens, cfg)), atol=1e-5)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("per_layer_cache", [False, True])
-@pytest.mark.parametrize("form", ["split", "decode_params"])
-def test_split_layer_params_decode_like_stacked(reference_outputs, form, per_layer_cache):
-    """forward_cached from per-layer params (model.split_layer_params / decode_params, the fast
-    decode form) with a stacked or per-layer KV cache gives the stacked model's logits and cache,
-    prefill and one decode step; a per-layer cache also works with stacked params."""
-    cfg, params, tokens, _, _ = reference_outputs
-    split = (model.split_layer_params if form == "split" else model.decode_params)(params)
-    assert "h" not in split and f"h_{cfg.n_layer - 1}" in split and model.decode_params(split) is split
-    outs = []
-    for p, per_layer in ((params, False), (split, per_layer_cache), (params, per_layer_cache)):
-        cache = model.init_cache(cfg, tokens.shape[0], 48, per_layer=per_layer)
-        pos = jnp.broadcast_to(jnp.arange(40), tokens.shape)
-        logits, cache = model.forward_cached(p, tokens, pos, cache, cfg)
-        step, cache = model.forward_cached(p, tokens[:, -1:], pos[:, -1:] + 1, cache, cfg)
-        assert isinstance(cache["k"], tuple) == per_layer
-        outs.append((logits, step, jnp.stack(cache["k"]) if per_layer else cache["k"],
-                     jnp.stack(cache["v"]) if per_layer else cache["v"]))
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

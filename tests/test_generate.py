@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from gpt2_jax import interop, model
+from gpt2_jax import decode, interop, model, sharding
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
 from gpt2_jax.generate import _decode, generate
@@ -114,13 +114,13 @@ def test_eos_stops_a_row(setup):
 
 
 def test_decode_params_and_weights_dtype(setup):
-    """Pre-split params (model.decode_params) decode exactly like the stacked ones; weights_dtype
-    decodes from weights rounded to that dtype (LayerNorm kept fp32): the same as handing in such
-    weights, close to the fp32 logits, and not the fp32 logits themselves."""
+    """Prepared params (decode.prepare, either layout) decode exactly like the model's own;
+    weights_dtype decodes from weights rounded to that dtype (LayerNorm kept fp32): the same as
+    handing in such weights, close to the fp32 logits, and not the fp32 logits themselves."""
     cfg, params, _ = setup
-    split = model.decode_params(params)
-    assert "h" not in split and model.decode_params(split) is split
-    assert generate(split, cfg, PROMPTS, max_new_tokens=20) == generate(params, cfg, PROMPTS, max_new_tokens=20)
+    want = generate(params, cfg, PROMPTS, max_new_tokens=20)
+    for layout in decode.LAYOUTS:
+        assert generate(decode.prepare(params, layout=layout), cfg, PROMPTS, max_new_tokens=20) == want
     rounded = jax.tree_util.tree_map_with_path(
         lambda path, x: x if "ln_" in jax.tree_util.keystr(path) else x.astype(jax.numpy.bfloat16), params)
     kw = dict(max_new_tokens=16, temperature=0.7, rng=2, return_logits=True)
@@ -128,10 +128,22 @@ def test_decode_params_and_weights_dtype(setup):
     out_r, lg_r = generate(rounded, cfg, PROMPTS[0], **kw)
     assert out16 == out_r
     np.testing.assert_allclose(lg16, lg_r, atol=1e-5)
-    assert jax.tree.leaves(model.decode_params(params, dtype="bfloat16"))[-1].dtype == jax.numpy.bfloat16
     full = _full_logits(params, cfg, out16)[len(PROMPTS[0]) - 1:-1]  # fp32 along the bf16 sample
     err = np.abs(lg16 - full).max()
     assert 0 < err < 0.05 * np.abs(full).max()
+
+
+def test_batches_and_a_layout_give_the_same_rows(setup):
+    """batch_size decodes sorted batches and returns rows in the caller's order; a layout shards
+    the batch over a mesh and returns every row: greedy text is the same either way."""
+    cfg, params, _ = setup
+    prompts = PROMPTS + [p[::-1] for p in PROMPTS]
+    want = generate(params, cfg, prompts, max_new_tokens=12)
+    assert generate(params, cfg, prompts, max_new_tokens=12, batch_size=2) == want
+    layout = sharding.data_parallel()
+    assert generate(params, cfg, prompts, max_new_tokens=12, layout=layout, batch_size=4) == want
+    with pytest.raises(InputError, match="batch_size=0 must be None or a positive integer"):
+        generate(params, cfg, prompts, batch_size=0)
 
 
 def test_repeated_calls_reuse_the_compilation(setup):

@@ -108,12 +108,12 @@ from gpt2_jax.config import GPT2Config
 cfg = GPT2Config(n_layer=1, n_embd=48, n_head=4, n_positions=64, vocab_size=1000, loss_chunk=16)
 mesh = sharding.make_mesh(data=2, fsdp=2, tensor=1)
 shapes = jax.eval_shape(lambda: model.init_params(cfg, jax.random.key(0)))
+layout = sharding.Layout(mesh)
 params = jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), shapes,
-                      sharding.param_shardings(cfg, mesh))
-tok = jax.ShapeDtypeStruct((8, 64), jnp.int32, sharding=sharding.batch_sharding(mesh))
-step = jax.jit(jax.value_and_grad(lambda p, b: loss.loss_fn(p, b, cfg)[0]))
-with sharding.activate(mesh):
-    hlo = step.lower(params, {"inputs": tok, "targets": tok}).compile().as_text()
+                      model.param_shardings(cfg, layout))
+tok = jax.ShapeDtypeStruct((8, 64), jnp.int32, sharding=layout.batch_sharding())
+step = jax.jit(jax.value_and_grad(lambda p, b: loss.loss_fn(p, b, cfg, layout=layout)[0]))
+hlo = step.lower(params, {"inputs": tok, "targets": tok}).compile().as_text()
 head_reduce = r"f32\[1000,48\][^\n]*all-reduce"
 bodies = set(re.findall(r"while\(.*?body=%?([\w.\-]+)", hlo))
 comps = {m.group(1): m.group(2) for m in re.finditer(r"(?ms)^%?([\w.\-]+) \([^\n]*\{\n(.*?)^\}", hlo)}

@@ -9,13 +9,13 @@ import transformers
 
 from gpt2_jax import interop, model
 from gpt2_jax.config import GPT2Config
+from gpt2_jax.errors import InputError
 
 # Published sizes of the four released models (tied embeddings counted once).
 RELEASED_PARAMS = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168,
                    "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
 
 _forward = jax.jit(model.forward, static_argnums=2)
-_forward_cached = jax.jit(model.forward_cached, static_argnums=4)
 
 
 def _perturb(params, seed):
@@ -108,38 +108,23 @@ def test_left_padded_batch_equals_hf_attention_mask(small):
     np.testing.assert_allclose(ours[1, 30:], alone[0], atol=1e-4, rtol=0)
 
 
-def test_forward_cached_in_chunks_equals_forward(small):
+def test_packed_rows_with_a_mask_equal_separate_rows(small):
+    """An explicit mask + positions runs two sequences packed in one row exactly as two rows:
+    what the evals' shared-prefix packing relies on."""
     cfg, params, _, tokens, theirs = small
-    cache = model.init_cache(cfg, 2, 128)
-    positions = np.broadcast_to(np.arange(100), (2, 100))
-    chunks = []
-    for lo, hi in ((0, 37), (37, 38), (38, 100)):  # prefill, one decode step, the rest
-        logits, cache = _forward_cached(params, jnp.asarray(tokens[:, lo:hi]),
-                                             jnp.asarray(positions[:, lo:hi]), cache, cfg)
-        chunks.append(np.asarray(logits))
-    assert int(cache["index"]) == 100
-    np.testing.assert_allclose(np.concatenate(chunks, 1), theirs, atol=1e-4, rtol=0)
+    a, b = tokens[0, :60], tokens[1, :40]
+    packed = np.concatenate([a, b])[None]
+    positions = np.concatenate([np.arange(60), np.arange(40)])[None]
+    seg = np.concatenate([np.zeros(60, int), np.ones(40, int)])
+    mask = (seg[:, None] == seg[None, :]) & np.tril(np.ones((100, 100), bool))
+    ours = np.asarray(_forward(params, packed, cfg, positions_BT=jnp.asarray(positions),
+                               mask_BTS=jnp.asarray(mask[None])))[0]
+    np.testing.assert_allclose(ours[:60], theirs[0, :60], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours[60:], theirs[1, :40], atol=1e-4, rtol=0)
 
 
-def test_layer_norm_custom_vjp_matches_autodiff():
-    """model.layer_norm's hand-written backward (parameter grads as ones·matrix products) gives
-    the values and gradients of autodiff through the plain formula, and keeps the input dtype."""
-    def plain(x, scale, bias, eps=1e-5):
-        x = x.astype(jnp.float32)
-        mean = x.mean(-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(jnp.square(x - mean).mean(-1, keepdims=True) + eps) * scale + bias
+def test_forward_refuses_more_tokens_than_the_context(small):
+    cfg, params, *_ = small
+    with pytest.raises(InputError, match="129 tokens exceed the model's context of n_positions=128"):
+        model.forward(params, np.zeros((1, 129), np.int32), cfg)
 
-    k = jax.random.split(jax.random.key(3), 4)
-    x = jax.random.normal(k[0], (2, 7, 32)) * 3 + 1
-    scale, bias = jax.random.normal(k[1], (32,)), jax.random.normal(k[2], (32,))
-    w = jax.random.normal(k[3], (2, 7, 32))
-    grad = lambda fn: jax.jit(jax.grad(lambda *a: (fn(*a) * w).sum(), argnums=(0, 1, 2)))
-    ours = grad(lambda x, s, b: model.layer_norm(x, s, b, 1e-5))(x, scale, bias)
-    ref = grad(plain)(x, scale, bias)
-    np.testing.assert_allclose(np.asarray(model.layer_norm(x, scale, bias, 1e-5)),
-                               np.asarray(plain(x, scale, bias)), atol=1e-5)
-    for a, b in zip(ours, ref):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-5)
-    dx16 = jax.grad(lambda x: model.layer_norm(x, scale, bias, 1e-5).sum())(x.astype(jnp.bfloat16))
-    assert dx16.dtype == jnp.bfloat16

@@ -1,5 +1,6 @@
 """Mesh construction and the logical-axis rules table (multi-device behaviour is in test_train_*)."""
 import jax
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -29,16 +30,45 @@ def test_every_param_axis_has_a_rule():
     assert axes <= ruled, axes - ruled
 
 
-def test_fit_to_shape_replicates_indivisible_dims():
-    class FakeMesh:  # only .shape is consulted
-        shape = {"data": 1, "fsdp": 2, "tensor": 2}
-    assert sharding._fit_to_shape(P("tensor", "fsdp"), (50257, 768), FakeMesh) == P(None, "fsdp")
-    assert sharding._fit_to_shape(P(("data", "fsdp"), None), (8, 3), FakeMesh) == P("fsdp", None)
-    assert sharding._fit_to_shape(P(None, "tensor"), (4, 6), FakeMesh) == P(None, "tensor")
+class _FakeMesh:  # Layout.spec consults only .shape
+    shape = {"data": 1, "fsdp": 2, "tensor": 2}
+
+
+def _layout(rules=sharding.DEFAULT_RULES):
+    layout = object.__new__(sharding.Layout)
+    object.__setattr__(layout, "mesh", _FakeMesh)
+    object.__setattr__(layout, "rules", sharding.check_rules(rules))
+    return layout
+
+
+def test_spec_follows_the_rules_and_replicates_indivisible_dims():
+    layout = _layout()
+    assert layout.spec(("vocab", "embed"), (50257, 768)) == P(None, "fsdp")  # 50257 is odd: replicated
+    assert layout.spec(("vocab", "embed"), (50304, 768)) == P("tensor", "fsdp")
+    assert layout.spec(("batch", None), (8, 3)) == P("fsdp", None)  # size-1 data axis dropped
+    assert layout.spec(("embed", "mlp"), (4, 6)) == P("fsdp", "tensor")
+    assert layout.batch_axes() == ("fsdp",) and layout.data_parallel_size == 2
+
+
+def test_a_mesh_axis_is_used_once_per_spec():
+    """Like flax's rules: a logical name takes its first rule whose mesh axes are still unused."""
+    layout = _layout((("a", "tensor"), ("b", "tensor"), ("b", "fsdp")))
+    assert layout.spec(("a", "b")) == P("tensor", "fsdp")
+    assert layout.spec(("b", "a")) == P("tensor", None)
+
+
+def test_bad_rules_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown mesh axes"):
+        sharding.check_rules([("batch", "model")])
+    with pytest.raises(ConfigError, match="must be \\(logical_name, mesh_axes\\)"):
+        sharding.check_rules([("batch",)])
 
 
 def test_single_device_mesh_and_batch_sharding():
     mesh = sharding.make_mesh(-1, 1, 1, devices=jax.devices()[:1])
     assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
-    assert sharding.batch_sharding(mesh).spec == P(("data", "fsdp"), None)
-    assert sharding.data_parallel_size(mesh) == 1
+    layout = sharding.Layout(mesh)
+    assert layout.batch_sharding().spec == P(None, None) and layout.data_parallel_size == 1
+    x = layout.put_batch(np.arange(6).reshape(3, 2))
+    assert x.sharding == layout.batch_sharding() and x.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert hash(layout) == hash(sharding.Layout(mesh))  # hashable: a static jit argument
