@@ -1,21 +1,11 @@
 """The scoring core: log-probs and greedy flags equal PyTorch's, windows equal lm-eval-harness's."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from evals_reference import harness_windows, model, rel_close, torch_greedy, torch_score
 from gpt2_jax.errors import InputError
 from gpt2_jax.evals import scoring
-from gpt2_jax.model import forward
-
-
-def test_final_hidden_plus_head_is_forward():
-    params, cfg, *_ = model()
-    toks = jnp.asarray(np.random.default_rng(1).integers(0, 50257, (2, 33)))
-    h = scoring.final_hidden(params, toks, cfg)
-    logits = jnp.einsum("btd,vd->btv", h, params["wte"])
-    np.testing.assert_allclose(logits, forward(params, toks, cfg), rtol=1e-5, atol=1e-5)
 
 
 def test_scores_match_torch_for_mixed_lengths():
@@ -30,6 +20,29 @@ def test_scores_match_torch_for_mixed_lengths():
         assert rel_close(s.logp.sum(), lp[-n:].sum())
         assert (s.greedy == greedy[-n:]).all()
         assert len(s.logp) == n
+
+
+def test_shared_prefix_equals_whole_requests_and_torch():
+    """Requests that share a context are packed around one copy of it; their scores equal scoring
+    each request alone (share_prefix=False) and torch, and the context runs once."""
+    params, cfg, _, _, _ = model()
+    rng = np.random.default_rng(3)
+    reqs = []
+    for n_ctx, n_cands in ((60, 10), (20, 2), (90, 4), (5, 3)):
+        ctx = list(rng.integers(0, 50257, n_ctx))
+        for _ in range(n_cands):
+            cont = list(rng.integers(0, 50257, int(rng.integers(1, 8))))
+            reqs.append(scoring.pair_request(ctx, cont, cfg.n_positions))
+    shared = scoring.Scorer(params, cfg, batch_size=4)
+    whole = scoring.Scorer(params, cfg, batch_size=4, share_prefix=False)
+    got, ref = shared.score(reqs), whole.score(reqs)
+    for (seq, n), a, b in zip(reqs, got, ref):
+        np.testing.assert_allclose(a.logp, b.logp, atol=1e-5, rtol=1e-5)
+        assert (a.greedy == b.greedy).all()
+        lp, _ = torch_score(seq[:-1], seq[1:], keep=n)
+        np.testing.assert_allclose(a.logp, lp, atol=1e-4, rtol=1e-4)
+    assert shared.stats.forward_tokens < whole.stats.forward_tokens / 3
+    assert shared.stats.scored_tokens == whole.stats.scored_tokens == sum(n for _, n in reqs)
 
 
 def test_greedy_flags_on_the_models_own_argmax():
@@ -73,7 +86,7 @@ def test_encode_pair_and_truncation():
 
 def test_mesh_spans_all_devices_and_rejects_overlong_requests():
     _, cfg, scorer, *_ = model()
-    assert scorer.mesh.devices.size == len(jax.devices()) and scorer.mesh.axis_names == ("data",)
+    assert scorer.mesh.devices.size == len(jax.devices()) and scorer.layout.data_parallel_size == len(jax.devices())
     assert scorer.batch_size % len(jax.devices()) == 0
     with pytest.raises(InputError, match="request 0: 131 tokens"):
         scorer.score([(list(range(131)), 1)])

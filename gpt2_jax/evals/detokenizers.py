@@ -140,12 +140,11 @@ def _invertible(fwd: Callable[[str], str], inv: Callable[[str], str]):
         body, end = lines(text)
         return "\n".join(map(retok_line, body)) + end
 
-    return detok, retok, detok_line
+    return detok, retok
 
 
-wikitext_detokenize, wikitext_retokenize, wikitext_detokenize_line = _invertible(_wikitext_line,
-                                                                                 _wikitext_line_inv)
-ptb_detokenize, ptb_retokenize, ptb_detokenize_line = _invertible(_ptb_line, _ptb_line_inv)
+wikitext_detokenize, wikitext_retokenize = _invertible(_wikitext_line, _wikitext_line_inv)
+ptb_detokenize, ptb_retokenize = _invertible(_ptb_line, _ptb_line_inv)
 
 
 def identity(text: str) -> str:

@@ -16,11 +16,14 @@ import pathlib
 import time
 from typing import Any, Callable, Sequence
 
+import jax
+
 from gpt2_jax import paths
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
 from gpt2_jax.evals import cbt, coqa, lambada, lm_ppl, readers
 from gpt2_jax.evals.scoring import Scorer
+from gpt2_jax.sharding import Layout
 
 TASKS = ("lambada", "cbt_cn", "cbt_ne", "wikitext2", "wikitext103", "ptb", "coqa", "enwik8", "text8")
 MODES = ("paper", "harness")
@@ -112,7 +115,8 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
              files: dict[str, str | os.PathLike] | None = None, batch_size: int = 8,
              context: int | None = None, stride: int | None = None, cbt_split: str | None = None,
              coqa_max_new_tokens: int | None = None, report: bool = True,
-             log: Callable[[str], None] | None = print) -> dict[str, dict[str, Any]]:
+             log: Callable[[str], None] | None = print, layout: Layout | None = None,
+             progress: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate a model on `tasks` and return {task: metrics}; with `output`, write results.json
     there plus the Markdown table, PNG chart and CoQA predictions beside it.
 
@@ -126,6 +130,10 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
         (enwik8, text8).
     context, stride: sliding window of paper-mode perplexity (default n_positions, n_positions // 2);
         harness mode always uses disjoint n_positions windows.
+    layout: the mesh to evaluate on (default: every device of every process, data-parallel). Every
+        process must call run_eval with the same arguments; only process 0 writes `output`.
+    progress: a progress bar per task (process 0, stderr).
+    Each task's metrics also carry its throughput (scored / forward tokens and tokens per second).
     """
     if mode not in MODES:
         raise InputError(f"unknown eval mode {mode!r}; choose 'paper' or 'harness'.")
@@ -142,21 +150,22 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     data_paths = {t: readers.resolve(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
     params, cfg = _load_model(checkpoint_or_params, cfg)
     tok = _tokenizer(tokenizer, checkpoint_or_params, data_dir)
-    scorer = Scorer(params, cfg, batch_size=batch_size)
+    scorer = Scorer(params, cfg, batch_size=batch_size, layout=layout, progress=progress)
     opts = {"context": context, "stride": stride, "cbt_split": cbt_split,
             "coqa_max_new_tokens": coqa_max_new_tokens}
     results: dict[str, dict[str, Any]] = {}
     predictions = None
     for task in names:
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), dataclasses.replace(scorer.stats)
         metrics, preds = _run_task(task, data_paths[task], mode, limit, scorer, tok, opts)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        metrics.update(scorer.stats.minus(before).metrics())
         results[task] = metrics
         predictions = preds if preds is not None else predictions
         if log:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k != "domains"}
             log(f"[eval {mode}] {task}: {shown}")
-    if output is not None:
+    if output is not None and jax.process_index() == 0:
         out = pathlib.Path(output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")

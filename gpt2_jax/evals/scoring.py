@@ -1,105 +1,43 @@
-"""The scoring core of every eval: batched, jit-compiled log-probabilities of chosen target tokens.
+"""The scoring core of every eval: batched, jit-compiled log-probabilities of chosen tokens.
 
 A request is a token sequence `seq` and a count `n`: the model reads seq[:-1] and we score its
-predictions of the last n tokens of seq. Requests are sorted by length and packed into fixed-shape,
-right-padded batches (lengths and scored counts rounded up to a few buckets, so each shape
-compiles once), the batch dimension sharded over a 1-D `data` mesh of all devices. The LM head
-runs only at scored positions, vocab-major and in row chunks, so a one-token LAMBADA target does
-not pay for a [T, 50257] logit matrix. Log-probabilities are fp32; matmuls run in the config's
-compute dtype (fp32 unless the config says otherwise). `Scorer.greedy` decodes the same way (KV
-cache, head on one position per step, batch sharded over the mesh).
+predictions of the last n tokens (the continuation) given the rest (the context). Requests with
+the same context share it: one packed sequence holds the context once and then every
+continuation's tokens, each continuation restarting its positions where the context ends and
+attending to the context and to itself only (a block mask). So CBT's 10 candidates, WSC's two or a
+multiple-choice question cost one context, not ten, and give the same numbers as scoring each
+request alone. Unrelated requests are packed side by side into fixed-length rows (one shape per
+length bucket, sorted longest first, so padding stays small); rows without packing run the
+causal kernel instead of a mask.
+
+The LM head runs only at scored positions (vocab-major, a few rows at a time), so a one-token
+LAMBADA target does not pay for a [T, 50257] logit matrix. Log-probabilities are fp32; matmuls run
+in the config's compute dtype. Every batch is a global array over the evaluator's `Layout`
+(default: all devices of all processes data-parallel): every process builds the same batches,
+feeds its devices' rows and reads the replicated results, so a pod evaluates in SPMD.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
+import time
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.model import decode_params, forward, forward_cached, init_cache, lm_head
+from gpt2_jax.loss import head_scores
+from gpt2_jax.model import forward, param_shardings
+from gpt2_jax.sharding import Layout, data_parallel
 
-_LEN_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-_SCORE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096)
+Request = tuple[Sequence[int], int]  # (seq, n): score the last n tokens of seq given the rest
 
-
-def final_hidden(params: Any, tokens_BT: jax.Array, cfg: GPT2Config) -> jax.Array:
-    """The model's last hidden states (after ln_f) for causal inputs [B, T]: `forward` minus the head."""
-    return forward(params, tokens_BT, cfg, return_hidden=True)
-
-
-def _hidden_cached(params, tokens_BT, positions_BT, cache, cfg: GPT2Config, token_mask_BT):
-    """model.forward_cached, returning hidden states instead of logits (same masking rules)."""
-    return forward_cached(params, tokens_BT, positions_BT, cache, cfg, token_mask_BT, return_hidden=True)
-
-
-def _greedy(params, tokens_BT, mask_BT, eos_id, *, cfg: GPT2Config, n_new: int):
-    """Greedy decoding of left-padded prompts with a KV cache; the LM head runs on one position per
-    row and step. Stops early once every row has produced `eos_id` (-1: never)."""
-    b, t = tokens_BT.shape
-    lengths_B = mask_BT.sum(axis=1).astype(jnp.int32)
-    positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
-    cache = init_cache(cfg, b, t + n_new, per_layer="h" not in params)
-    h_BTD, cache = _hidden_cached(params, tokens_BT, positions_BT, cache, cfg, mask_BT)
-    pick = lambda h_BD: jnp.argmax(lm_head(params, h_BD, cfg), axis=-1).astype(jnp.int32)
-    first_B = pick(h_BTD[:, -1])
-    out_BN = jnp.full((b, n_new), jnp.maximum(eos_id, 0), jnp.int32).at[:, 0].set(first_B)
-
-    def cond(state):
-        i, _, done_B, _ = state
-        return (i < n_new) & ~jnp.all(done_B)
-
-    def body(state):
-        i, cache, done_B, out_BN = state
-        h_B1D, cache = _hidden_cached(params, out_BN[:, i - 1][:, None], (lengths_B + i - 1)[:, None], cache,
-                                      cfg, jnp.ones((b, 1), bool))
-        tok_B = jnp.where(done_B, out_BN[:, i], pick(h_B1D[:, 0]))
-        return i + 1, cache, done_B | (tok_B == eos_id), out_BN.at[:, i].set(tok_B)
-
-    state = (jnp.int32(1), cache, first_B == eos_id, out_BN)
-    return jax.lax.while_loop(cond, body, state)[3]
-
-
-def lm_head_stats(h_ND: jax.Array, wte_VD: jax.Array, targets_N: jax.Array, cfg: GPT2Config,
-                  allowed_V: jax.Array | None = None):
-    """For N hidden states: log p(target) (fp32), whether the target attains the maximum logit,
-    and (with `allowed_V`) whether it is allowed and attains the maximum over allowed tokens.
-    Logits are computed vocab-major ([V, N]), which XLA:CPU reduces about twice as fast."""
-    dt = jnp.dtype(cfg.dtype)
-    logits_VN = jnp.einsum("vd,nd->vn", wte_VD.astype(dt), h_ND.astype(dt),
-                           preferred_element_type=jnp.float32)
-    max_N = jnp.max(logits_VN, axis=0)  # shared by the log-sum-exp and the greedy test
-    lse_N = jnp.log(jnp.sum(jnp.exp(logits_VN - max_N), axis=0)) + max_N
-    target_N = jnp.take_along_axis(logits_VN, targets_N[None, :], axis=0)[0]
-    greedy_N = target_N >= max_N
-    if allowed_V is None:
-        return target_N - lse_N, greedy_N, greedy_N
-    masked_max_N = jnp.max(jnp.where(allowed_V[:, None], logits_VN, -jnp.inf), axis=0)
-    greedy_allowed_N = allowed_V[targets_N] & (target_N >= masked_max_N)
-    return target_N - lse_N, greedy_N, greedy_allowed_N
-
-
-def _score_batch(params, tokens_BT, pos_BK, targets_BK, allowed_V, *, cfg: GPT2Config, chunk: int):
-    h_BTD = final_hidden(params, tokens_BT, cfg)
-    h_BKD = jnp.take_along_axis(h_BTD, pos_BK[:, :, None], axis=1)
-    b, k, d = h_BKD.shape
-    n_chunks = k // chunk  # the caller makes k a multiple of chunk
-    h_CBkD = h_BKD.reshape(b, n_chunks, chunk, d).transpose(1, 0, 2, 3)
-    t_CBk = targets_BK.reshape(b, n_chunks, chunk).transpose(1, 0, 2)
-
-    def head(args):
-        h, t = args
-        out = lm_head_stats(h.reshape(-1, d), params["wte"], t.reshape(-1), cfg, allowed_V)
-        return tuple(x.reshape(t.shape) for x in out)
-
-    outs = jax.lax.map(head, (h_CBkD, t_CBk))
-    return tuple(x.transpose(1, 0, 2).reshape(b, k) for x in outs)
+_ROW_BUCKETS = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +49,79 @@ class Scored:
     greedy_allowed: np.ndarray
 
 
+@dataclasses.dataclass
+class Stats:
+    """Work done by a scorer: scored tokens, tokens through the model (real and with padding)."""
+    scored_tokens: int = 0
+    forward_tokens: int = 0
+    padded_tokens: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+    def minus(self, other: "Stats") -> "Stats":
+        return Stats(*(getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)))
+
+    def metrics(self) -> dict[str, float]:
+        """Throughput figures for a task's results."""
+        s = max(self.seconds, 1e-9)
+        return {"scored_tokens": self.scored_tokens, "forward_tokens": self.forward_tokens,
+                "padding_fraction": round(1 - self.forward_tokens / self.padded_tokens, 4) if self.padded_tokens else 0.0,
+                "scored_tokens_per_sec": round(self.scored_tokens / s, 1),
+                "forward_tokens_per_sec": round(self.forward_tokens / s, 1)}
+
+
+@dataclasses.dataclass
+class _Unit:
+    """One context and the continuations scored against it: the packed token run, each token's
+    position and candidate id (0 = the shared context), and where each target is read."""
+    tokens: list[int]
+    positions: list[int]
+    cands: list[int]
+    targets: list[tuple[int, int, int, int]]  # (offset in unit, target token, request, index in request)
+
+
+def _units(requests: Sequence[Request], share_prefix: bool, cap: int) -> list[_Unit]:
+    """Group requests by context (when `share_prefix`) into units of at most `cap` tokens."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (seq, n) in enumerate(requests):
+        key = tuple(seq[:len(seq) - n]) if share_prefix else (i,)
+        groups.setdefault(key, []).append(i)
+    units = []
+    for members in groups.values():
+        seq0, n0 = requests[members[0]]
+        ctx = list(seq0[:len(seq0) - n0])
+        unit = None
+        for i in members:
+            seq, n = requests[i]
+            cont = list(seq[len(seq) - n:])
+            if unit is None or len(unit.tokens) + n - 1 > cap:
+                unit = _Unit(list(ctx), list(range(len(ctx))), [0] * len(ctx), [])
+                units.append(unit)
+            cand = max(unit.cands) + 1
+            prev = len(ctx) - 1  # the first continuation token is predicted from the context's end
+            for j, target in enumerate(cont):
+                unit.targets.append((prev, target, i, j))
+                if j < n - 1:
+                    unit.tokens.append(target)
+                    unit.positions.append(len(ctx) + j)
+                    unit.cands.append(cand)
+                    prev = len(unit.tokens) - 1
+    return units
+
+
+def _bucket(n: int, buckets: Sequence[int]) -> int:
+    return buckets[bisect.bisect_left(buckets, n)] if n <= buckets[-1] else n
+
+
+def _check_requests(requests: Sequence[Request], cfg: GPT2Config) -> None:
+    max_len = cfg.n_positions
+    for i, (seq, n) in enumerate(requests):
+        if not 1 <= n <= len(seq) - 1 or len(seq) - 1 > max_len:
+            raise InputError(f"request {i}: {len(seq)} tokens scoring the last {n}; need 1 <= n < "
+                             f"len(seq) <= n_positions + 1 = {max_len + 1}. Truncate the context first.")
+    _check_ids([seq for seq, _ in requests], cfg.vocab_size)
+
+
 def _check_ids(seqs: Sequence[Sequence[int]], vocab_size: int) -> None:
     """Token ids outside the embedding table would be clamped silently by the gather: refuse them."""
     hi = max((max(s) for s in seqs if len(s)), default=0)
@@ -120,82 +131,142 @@ def _check_ids(seqs: Sequence[Sequence[int]], vocab_size: int) -> None:
                          f"[0, {vocab_size}); evaluate with the tokenizer the model was trained with.")
 
 
-def _bucket(n: int, buckets: Sequence[int], cap: int) -> int:
-    return min(cap, next((b for b in buckets if b >= n), cap))
+def _score_rows(params, tokens_BR, positions_BR, units_BR, cands_BR, tpos_BK, ttok_BK, allowed_V, *,
+                cfg: GPT2Config, chunk: int, masked: bool, layout: Layout):
+    """Final hidden states of packed rows, then log p / greedy flags at the K target slots."""
+    mask_BRS = None
+    if masked:  # same unit, causal, and the shared context or the same continuation
+        r = tokens_BR.shape[1]
+        causal_RS = jnp.tril(jnp.ones((r, r), bool))[None]
+        same_unit = units_BR[:, :, None] == units_BR[:, None, :]
+        visible = (cands_BR[:, None, :] == 0) | (cands_BR[:, None, :] == cands_BR[:, :, None])
+        mask_BRS = causal_RS & same_unit & visible
+    h_BRD = forward(params, tokens_BR, cfg, positions_BT=positions_BR, mask_BTS=mask_BRS, return_hidden=True,
+                    layout=layout)
+    h_BKD = jnp.take_along_axis(h_BRD, tpos_BK[:, :, None], axis=1)
+    b, k, d = h_BKD.shape
+    h_CbD = h_BKD.reshape(b, k // chunk, chunk, d).transpose(1, 0, 2, 3)
+    t_Cb = ttok_BK.reshape(b, k // chunk, chunk).transpose(1, 0, 2)
+
+    def head(args):
+        h, t = args
+        out = head_scores(h.reshape(-1, d), params["wte"], t.reshape(-1), cfg, allowed_V)
+        return tuple(x.reshape(t.shape) for x in out)
+
+    outs = jax.lax.map(head, (h_CbD, t_Cb))
+    return tuple(layout.constrain(x.transpose(1, 0, 2).reshape(b, k), (None, None)) for x in outs)
 
 
 class Scorer:
-    """Scores requests with one model; holds the params replicated on a 1-D data mesh and reuses
-    one compilation per (length, scored-count) bucket across calls."""
+    """Scores requests with one model: params placed on the layout once, one compilation per
+    (row length, target count) bucket reused across calls. `stats` accumulates the work done."""
 
     def __init__(self, params: Any, cfg: GPT2Config, batch_size: int = 8, head_rows: int | None = None,
-                 devices: Sequence[jax.Device] | None = None):
-        devices = list(devices or jax.devices())
+                 layout: Layout | None = None, share_prefix: bool = True, progress: bool = False):
+        self.layout = layout or data_parallel()
+        self.cfg = cfg
+        ways = self.layout.data_parallel_size
+        self.batch_size = max(ways, math.ceil(batch_size / ways) * ways)
         # LM-head rows per step: [V, rows] logits stay cache-sized on CPU (measured ~2.5x faster at
         # 64 rows than at 1024); accelerators want big matmuls.
-        head_rows = head_rows or (64 if devices[0].platform == "cpu" else 8192)
-        self.cfg = cfg
-        self.mesh = Mesh(np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-        n = len(devices)
-        self.batch_size = max(n, math.ceil(batch_size / n) * n)
-        self.head_rows = head_rows
-        self._rep = NamedSharding(self.mesh, P())
-        self._data = NamedSharding(self.mesh, P("data"))
-        self.params = jax.device_put(params, self._rep)
-        self._fns: dict[tuple[int, bool], Any] = {}
-        self._greedy_fns: dict[int, Any] = {}
+        cpu = self.layout.mesh.devices.flat[0].platform == "cpu"
+        self.head_rows = head_rows or (64 if cpu else 8192)
+        self.share_prefix = share_prefix
+        self.progress = progress
+        self.params = self.layout.put(params, param_shardings(cfg, self.layout))
+        self.stats = Stats()
+        self._fns: dict[tuple[int, bool, bool], Any] = {}
 
-    def _fn(self, chunk: int, with_allowed: bool):
-        key = (chunk, with_allowed)
+    @property
+    def mesh(self):
+        return self.layout.mesh
+
+    def _fn(self, chunk: int, masked: bool, with_allowed: bool):
+        key = (chunk, masked, with_allowed)
         if key not in self._fns:
-            fn = functools.partial(_score_batch, cfg=self.cfg, chunk=chunk)
-            self._fns[key] = jax.jit(fn, in_shardings=(self._rep, self._data, self._data, self._data,
-                                                       self._rep if with_allowed else None),
-                                     out_shardings=self._data)
+            self._fns[key] = jax.jit(functools.partial(_score_rows, cfg=self.cfg, chunk=chunk, masked=masked,
+                                                       layout=self.layout))
         return self._fns[key]
 
-    def score(self, requests: Sequence[tuple[Sequence[int], int]],
-              allowed_V: np.ndarray | None = None) -> list[Scored]:
-        """Score each (seq, n): log p(seq[i] | seq[:i]) for the last n positions i of seq."""
-        max_len = self.cfg.n_positions
-        for i, (seq, n) in enumerate(requests):
-            if not 1 <= n <= len(seq) - 1 or len(seq) - 1 > max_len:
-                raise InputError(f"request {i}: {len(seq)} tokens scoring the last {n}; need 1 <= n < "
-                                 f"len(seq) <= n_positions + 1 = {max_len + 1}. Truncate the context first.")
-        _check_ids([seq for seq, _ in requests], self.cfg.vocab_size)
-        order = sorted(range(len(requests)), key=lambda i: (len(requests[i][0]), requests[i][1]))
-        results: list[Scored | None] = [None] * len(requests)
-        allowed = None if allowed_V is None else jnp.asarray(allowed_V, bool)
-        bs = self.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            t = _bucket(max(len(requests[i][0]) - 1 for i in idx), _LEN_BUCKETS, max_len)
-            k = _bucket(max(requests[i][1] for i in idx), _SCORE_BUCKETS, t)
-            chunk = min(k, max(1, self.head_rows // bs))  # head rows per step: bounds V x rows memory
-            k = math.ceil(k / chunk) * chunk
-            tokens = np.zeros((bs, t), np.int32)
-            pos = np.zeros((bs, k), np.int32)
-            targets = np.zeros((bs, k), np.int32)
-            for row, i in enumerate(idx):
-                seq, n = np.asarray(requests[i][0], np.int32), requests[i][1]
-                m = len(seq) - 1
-                tokens[row, :m] = seq[:-1]
-                pos[row, :n] = np.arange(m - n, m)
-                targets[row, :n] = seq[m - n + 1:]
-            with jax.set_mesh(self.mesh):
-                outs = self._fn(chunk, allowed is not None)(self.params, tokens, pos, targets, allowed)
-            logp, greedy, greedy_allowed = (np.asarray(x) for x in outs)
-            for row, i in enumerate(idx):
-                n = requests[i][1]
-                results[i] = Scored(logp[row, :n].astype(np.float64), greedy[row, :n],
-                                    greedy_allowed[row, :n])
-        return results  # type: ignore[return-value]
+    def _batches(self, units: list[_Unit]):
+        """Rows of packed units, longest first: each batch's row length is the bucket of its
+        longest unit; units fill the batch's rows first-fit."""
+        order = sorted(range(len(units)), key=lambda u: -len(units[u].tokens))
+        bs, pos = self.batch_size, 0
+        while pos < len(order):
+            r = _bucket(len(units[order[pos]].tokens), _ROW_BUCKETS)
+            rows: list[list[int]] = []
+            free: list[int] = []
+            while pos < len(order):
+                u = order[pos]
+                need = len(units[u].tokens)
+                slot = next((j for j, f in enumerate(free) if f >= need), None)
+                if slot is None:
+                    if len(rows) == bs:
+                        break
+                    rows.append([])
+                    free.append(r)
+                    slot = len(rows) - 1
+                rows[slot].append(u)
+                free[slot] -= need
+                pos += 1
+            yield r, rows
 
+    def score(self, requests: Sequence[Request], allowed_V: np.ndarray | None = None,
+              desc: str = "scoring") -> list[Scored]:
+        """Score each (seq, n): log p(seq[i] | seq[:i]) for the last n positions i of seq."""
+        _check_requests(requests, self.cfg)
+        t0 = time.perf_counter()
+        units = _units(requests, self.share_prefix, cap=2 * self.cfg.n_positions)
+        logp = [np.zeros(n) for _, n in requests]
+        greedy = [np.zeros(n, bool) for _, n in requests]
+        greedy_allowed = [np.zeros(n, bool) for _, n in requests]
+        allowed = None if allowed_V is None else jnp.asarray(allowed_V, bool)
+        bar = _progress(desc, sum(len(u.tokens) for u in units), self.progress)
+        for r, rows in self._batches(units):
+            bs = self.batch_size
+            n_targets = max(sum(len(units[u].targets) for u in row) for row in rows)
+            k = 1 << (n_targets - 1).bit_length()
+            chunk = min(k, max(1, self.head_rows // bs))
+            k = math.ceil(k / chunk) * chunk
+            tokens, positions = np.zeros((bs, r), np.int32), np.zeros((bs, r), np.int32)
+            unit_ids, cands = np.full((bs, r), -1, np.int32), np.zeros((bs, r), np.int32)
+            tpos, ttok = np.zeros((bs, k), np.int32), np.zeros((bs, k), np.int32)
+            where = []
+            for b, row in enumerate(rows):
+                start, slot = 0, 0
+                for j, u in enumerate(row):
+                    unit = units[u]
+                    end = start + len(unit.tokens)
+                    tokens[b, start:end], positions[b, start:end] = unit.tokens, unit.positions
+                    unit_ids[b, start:end], cands[b, start:end] = j, unit.cands
+                    for off, target, i, idx in unit.targets:
+                        tpos[b, slot], ttok[b, slot] = start + off, target
+                        where.append((b, slot, i, idx))
+                        slot += 1
+                    start = end
+            masked = any(len(row) > 1 or max(units[row[0]].cands) > 1 for row in rows)
+            put = self.layout.put_batch
+            outs = self._fn(chunk, masked, allowed is not None)(
+                self.params, put(tokens), put(positions), put(unit_ids), put(cands), put(tpos), put(ttok), allowed)
+            lp, gr, ga = (np.asarray(x) for x in outs)
+            for b, slot, i, idx in where:
+                logp[i][idx], greedy[i][idx], greedy_allowed[i][idx] = lp[b, slot], gr[b, slot], ga[b, slot]
+            real = sum(len(units[u].tokens) for row in rows for u in row)
+            self.stats.forward_tokens += real
+            self.stats.padded_tokens += bs * r
+            bar.update(real)
+        bar.close()
+        self.stats.scored_tokens += sum(n for _, n in requests)
+        self.stats.requests += len(requests)
+        self.stats.seconds += time.perf_counter() - t0
+        return [Scored(lp.astype(np.float64), g, ga) for lp, g, ga in zip(logp, greedy, greedy_allowed)]
 
     def greedy(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                eos_id: int | None = None) -> list[list[int]]:
         """Greedy continuations (`max_new_tokens` each; after `eos_id` a row repeats it) of prompts
-        left-truncated to n_positions - max_new_tokens tokens, batched like `score`."""
+        left-truncated to n_positions - max_new_tokens tokens, by `generate`'s decoder."""
+        from gpt2_jax.generate import generate
         keep = self.cfg.n_positions - max_new_tokens
         if max_new_tokens < 1 or keep < 1:
             raise InputError(f"max_new_tokens={max_new_tokens} must be in [1, n_positions={self.cfg.n_positions}).")
@@ -203,29 +274,20 @@ class Scorer:
         if any(not r for r in rows):
             raise InputError("an empty prompt cannot be continued; pass at least one token.")
         _check_ids(rows, self.cfg.vocab_size)
-        fn = self._greedy_fns.get(max_new_tokens)
-        if fn is None:
-            fn = jax.jit(functools.partial(_greedy, cfg=self.cfg, n_new=max_new_tokens),
-                         in_shardings=(self._rep, self._data, self._data, None), out_shardings=self._data)
-            self._greedy_fns[max_new_tokens] = fn
-        # Per-layer weights decode faster than slices of the stacked ones (BENCHMARKS.md, "Decode");
-        # the copy lives for this call only, so the scorer does not keep the weights twice.
-        per_layer = decode_params(self.params)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        out: list[list[int]] = [[] for _ in rows]
-        bs = self.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            t = _bucket(max(len(rows[i]) for i in idx), _LEN_BUCKETS, keep)
-            tokens, mask = np.zeros((bs, t), np.int32), np.zeros((bs, t), bool)
-            mask[:, -1] = True  # padding rows decode from token 0 and are dropped
-            for row, i in enumerate(idx):  # left-pad: every prompt ends at the last slot
-                tokens[row, t - len(rows[i]):], mask[row, t - len(rows[i]):] = rows[i], True
-            with jax.set_mesh(self.mesh):
-                new = np.asarray(fn(per_layer, tokens, mask, np.int32(-1 if eos_id is None else eos_id)))
-            for row, i in enumerate(idx):
-                out[i] = [int(x) for x in new[row]]
-        return out
+        t0 = time.perf_counter()
+        outs = generate(self.params, self.cfg, rows, max_new_tokens=max_new_tokens, eos_id=eos_id,
+                        layout=self.layout, batch_size=self.batch_size)
+        self.stats.forward_tokens += sum(len(o) for o in outs)
+        self.stats.seconds += time.perf_counter() - t0
+        pad = [] if eos_id is None else [eos_id]
+        return [o[len(r):] + pad * (max_new_tokens - len(o) + len(r)) for r, o in zip(rows, outs)]
+
+
+def _progress(desc: str, total: int, enabled: bool):
+    """A tqdm bar over tokens on process 0 (a no-op elsewhere or when disabled)."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, leave=False,
+                disable=not enabled or jax.process_index() != 0)
 
 
 # ----------------------------------------------------------------------------- request builders
