@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from gpt2_jax import workdir
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import CheckpointError
+from gpt2_jax.extras import require
 from gpt2_jax.model import param_shapes
 
 Params = dict[str, Any]
@@ -279,8 +281,7 @@ def _openai_prefix(d: pathlib.Path) -> str:
 def _tf():
     """TensorFlow, imported on first use (and without its C++ info logs unless asked for)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    return tf
+    return require("tensorflow", extra="tf", feature="reading and writing OpenAI TF checkpoints")
 
 
 def load_openai(path: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2Config]:
@@ -336,10 +337,16 @@ def save_openai(params: Params, cfg: GPT2Config, out_dir: str | os.PathLike,
 
 
 # ------------------------------------------------------------------------------ released models
+# OpenAI's original TF release, and the same weights as HF safetensors (what `load_checkpoint("gpt2")`
+# fetches: no TensorFlow needed). Both come with the GPT-2 BPE files.
 RELEASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 RELEASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
 RELEASE_FILES = ("checkpoint", "hparams.json", "encoder.json", "vocab.bpe", "model.ckpt.index",
                  "model.ckpt.data-00000-of-00001")
+HF_URL = "https://huggingface.co/openai-community/{name}/resolve/main/{file}"
+# HF file -> local name (vocab.json / merges.txt are encoder.json / vocab.bpe under HF's names)
+HF_FILES = {"config.json": "config.json", "model.safetensors": "model.safetensors",
+            "vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}
 CACHE_ENV = "GPT2_JAX_CACHE"
 
 
@@ -348,9 +355,12 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get(CACHE_ENV) or "~/.cache/gpt2_jax").expanduser()
 
 
-def _release_size(name: str) -> str | None:
-    key = name.lower()
-    return RELEASES.get(key) or next((s for s in RELEASES.values() if s.lower() == key), None)
+def release_name(name: str) -> str | None:
+    """The canonical released name (gpt2 ... gpt2-xl) for a name or size (124M ...), else None."""
+    key = str(name).lower()
+    if key in RELEASES:
+        return key
+    return next((n for n, s in RELEASES.items() if s.lower() == key), None)
 
 
 def _download(url: str, dest: pathlib.Path) -> None:
@@ -374,11 +384,20 @@ def _download(url: str, dest: pathlib.Path) -> None:
     tmp.replace(dest)
 
 
-def download_release(name: str) -> pathlib.Path:
-    """The local OpenAI dir of a released model (gpt2 ... gpt2-xl), downloading missing files into the cache."""
-    size = _release_size(name)
-    if size is None:
+def download_release(name: str, fmt: str = "hf") -> pathlib.Path:
+    """The local dir of a released model (gpt2 ... gpt2-xl), downloading missing files into the
+    cache: `fmt="hf"` the HF safetensors + tokenizer files, `fmt="openai"` OpenAI's TF release."""
+    canonical = release_name(name)
+    if canonical is None:
         raise CheckpointError(f"unknown released model {name!r}; known: {', '.join(RELEASES)}.")
+    if fmt == "hf":
+        d = cache_dir() / "hf" / canonical
+        d.mkdir(parents=True, exist_ok=True)
+        for remote, local in HF_FILES.items():
+            if not (d / local).is_file():
+                _download(HF_URL.format(name=canonical, file=remote), d / local)
+        return d
+    size = RELEASES[canonical]
     d = cache_dir() / size
     d.mkdir(parents=True, exist_ok=True)
     for f in RELEASE_FILES:
@@ -396,33 +415,20 @@ def is_openai_dir(d: pathlib.Path) -> bool:
     return (d / "hparams.json").is_file() and any(d.glob("*.index"))
 
 
-def _load_training_workdir(d: pathlib.Path, overrides: dict[str, Any]):
-    """Hook for training workdirs: if `gpt2_jax.train.checkpoint` defines `is_workdir(path) -> bool`
-    and `load_for_inference(path, **overrides) -> (params, cfg)`, workdirs load through them."""
-    try:
-        from gpt2_jax.train import checkpoint as train_checkpoint
-    except ImportError:
-        return None
-    is_workdir = getattr(train_checkpoint, "is_workdir", None)
-    if is_workdir is None or not is_workdir(d):
-        return None
-    return train_checkpoint.load_for_inference(d, **overrides)
-
-
 def load_checkpoint(path_or_name: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2Config]:
     """(params, cfg) from an HF dir, an OpenAI dir, a gpt2_jax training workdir, or a released model
-    name (gpt2, gpt2-medium, gpt2-large, gpt2-xl; downloaded once into the cache dir)."""
+    name (gpt2, gpt2-medium, gpt2-large, gpt2-xl: its HF safetensors, downloaded once into the
+    cache dir with the GPT-2 BPE files)."""
     p = pathlib.Path(path_or_name).expanduser()
     if p.is_dir():
         if is_hf_dir(p):
             return load_hf(p, **overrides)
         if is_openai_dir(p):
             return load_openai(p, **overrides)
-        loaded = _load_training_workdir(p, overrides)
-        if loaded is not None:
-            return loaded
-    elif not p.exists() and _release_size(str(path_or_name)) is not None:
-        return load_openai(download_release(str(path_or_name)), **overrides)
+        if workdir.is_workdir(p):
+            return workdir.load_for_inference(p, **overrides)
+    elif not p.exists() and release_name(str(path_or_name)) is not None:
+        return load_hf(download_release(str(path_or_name)), **overrides)
     what = (f"directory holding {sorted(x.name for x in p.iterdir())[:8]}" if p.is_dir()
             else "file" if p.exists() else "path that does not exist")
     raise CheckpointError(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gpt2_jax.errors import InputError, TokenizerError
+from gpt2_jax.extras import require
 from gpt2_jax.paths import ENV_VAR, data_dir
 
 EOT = "<|endoftext|>"
@@ -192,7 +193,7 @@ class Tokenizer:
         if not path.is_file():
             raise TokenizerError(f"sentencepiece model not found: {path}. Train one with "
                                  "Tokenizer.train_sentencepiece or pass the path of an existing .model file.")
-        import sentencepiece as spm
+        spm = require("sentencepiece", extra="train", feature="sentencepiece tokenizers")
 
         try:
             sp = spm.SentencePieceProcessor(model_file=str(path))
@@ -255,7 +256,7 @@ class Tokenizer:
                        add_dummy_prefix=False, split_digits=True, allow_whitespace_only_pieces=True,
                        character_coverage=1.0, eos_piece=EOT, minloglevel=2, num_threads=os.cpu_count() or 1)
         options.update(kw)
-        import sentencepiece as spm
+        spm = require("sentencepiece", extra="train", feature="sentencepiece tokenizers")
 
         try:
             spm.SentencePieceTrainer.train(input=[str(p) for p in paths], model_prefix=str(prefix), **options)

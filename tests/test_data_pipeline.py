@@ -35,7 +35,7 @@ def packed():
 
 def test_tf_dataset_yields_exactly_batch_at(packed):
     kw = dict(global_batch_size=6, seed=5, process_index=1, process_count=2)
-    ds = packed.as_tf_dataset(start_step=7, num_steps=30, **kw)  # 30 steps cross an epoch (264 windows)
+    ds = pipeline.as_tf_dataset(packed, start_step=7, num_steps=30, **kw)  # 30 steps cross an epoch (264 windows)
     spec = ds.element_spec
     assert {k: (tuple(v.shape), v.dtype.name) for k, v in spec.items()} == {
         "inputs": ((3, 16), "int32"), "targets": ((3, 16), "int32")}
@@ -49,7 +49,7 @@ def test_tf_dataset_yields_exactly_batch_at(packed):
 
 def test_tf_dataset_rejects_indivisible_batch(packed):
     with pytest.raises(DataError, match="global_batch_size=5 is not divisible by process_count=2"):
-        packed.as_tf_dataset(start_step=0, num_steps=1, global_batch_size=5, seed=0, process_count=2)
+        pipeline.as_tf_dataset(packed, start_step=0, num_steps=1, global_batch_size=5, seed=0, process_count=2)
 
 
 def test_make_train_data_end_to_end_and_resume(tmp_path):

@@ -5,7 +5,6 @@ import json
 import pathlib
 import shutil
 import sys
-import types
 
 import jax
 import numpy as np
@@ -13,10 +12,10 @@ import pytest
 import torch
 import transformers
 
-import gpt2_jax.train  # noqa: F401  (test_training_workdir_hook patches its checkpoint module)
 from gpt2_jax import interop, model
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import CheckpointError
+from gpt2_jax.tokenizer import Tokenizer
 
 _forward = jax.jit(model.forward, static_argnums=2)
 
@@ -203,9 +202,32 @@ def test_reads_tf1_checkpoint_with_openai_names(small, tmp_path):
     np.testing.assert_allclose(np.asarray(_forward(params, tokens, cfg2)), _hf_logits(hf, tokens), atol=1e-5, rtol=0)
 
 
-def test_released_name_downloads_into_cache(small, tmp_path, monkeypatch):
-    """`load_checkpoint('gpt2')` fetches the release files once into $GPT2_JAX_CACHE (here from a
-    file:// mirror: tests never touch the network), then loads from the cache alone."""
+def test_released_name_downloads_into_cache(small, tmp_path, monkeypatch, data_dir):
+    """`load_checkpoint('gpt2')` fetches the HF safetensors release (no TensorFlow needed) and the
+    BPE files once into $GPT2_JAX_CACHE (here from a file:// mirror: tests never touch the
+    network), then loads from the cache alone; the tokenizer loads from the same dir."""
+    cfg, params, tokens, ours, _ = small
+    mirror = tmp_path / "mirror"
+    interop.save_hf(params, cfg, mirror / "gpt2")
+    shutil.copy(data_dir / "gpt2_vocab" / "encoder.json", mirror / "gpt2" / "vocab.json")
+    shutil.copy(data_dir / "gpt2_vocab" / "vocab.bpe", mirror / "gpt2" / "merges.txt")
+    monkeypatch.setattr(interop, "HF_URL", mirror.as_uri() + "/{name}/{file}")
+    monkeypatch.setenv("GPT2_JAX_CACHE", str(tmp_path / "cache"))
+    back, cfg2 = interop.load_checkpoint("gpt2")
+    local = tmp_path / "cache" / "hf" / "gpt2"
+    assert sorted(p.name for p in local.iterdir()) == sorted(interop.HF_FILES.values())
+    np.testing.assert_array_equal(np.asarray(_forward(back, tokens, cfg2)), ours)
+    assert Tokenizer.from_dir(local).encode("hello world") == [31373, 995]
+    shutil.rmtree(mirror)
+    again, _ = interop.load_checkpoint("GPT2")  # cached: no download needed
+    _assert_same_params(again, back)
+    with pytest.raises(CheckpointError, match=r"cannot download .*gpt2-medium/config.json"):
+        interop.load_checkpoint("gpt2-medium")
+    assert not any((tmp_path / "cache" / "hf" / "gpt2-medium").glob("*.part"))
+
+
+def test_openai_release_downloads_into_cache(small, tmp_path, monkeypatch):
+    """download_release(fmt="openai") fetches OpenAI's original TF release files."""
     cfg, params, tokens, ours, _ = small
     mirror = tmp_path / "mirror"
     interop.save_openai(params, cfg, mirror / "124M")
@@ -213,24 +235,17 @@ def test_released_name_downloads_into_cache(small, tmp_path, monkeypatch):
         (mirror / "124M" / name).write_text("{}")
     monkeypatch.setattr(interop, "RELEASE_URL", mirror.as_uri())
     monkeypatch.setenv("GPT2_JAX_CACHE", str(tmp_path / "cache"))
-    back, cfg2 = interop.load_checkpoint("gpt2")
-    assert sorted(p.name for p in (tmp_path / "cache" / "124M").iterdir()) == sorted(interop.RELEASE_FILES)
+    d = interop.download_release("124M", fmt="openai")
+    assert sorted(p.name for p in d.iterdir()) == sorted(interop.RELEASE_FILES)
+    back, cfg2 = interop.load_checkpoint(d)
     np.testing.assert_array_equal(np.asarray(_forward(back, tokens, cfg2)), ours)
-    shutil.rmtree(mirror)
-    again, _ = interop.load_checkpoint("GPT2")  # cached: no download needed
-    _assert_same_params(again, back)
-    with pytest.raises(CheckpointError, match=r"cannot download .*355M/checkpoint"):
-        interop.load_checkpoint("gpt2-medium")
-    assert not any((tmp_path / "cache" / "355M").glob("*.part"))
 
 
-def test_training_workdir_hook(small, tmp_path, monkeypatch):
+def test_training_workdirs_load_through_gpt2_jax_workdir(small, tmp_path, monkeypatch):
     cfg, params, *_ = small
-    fake = types.ModuleType("gpt2_jax.train.checkpoint")
-    fake.is_workdir = lambda d: (pathlib.Path(d) / "marker").is_file()
-    fake.load_for_inference = lambda d, **kw: (params, cfg.replace(**kw))
-    monkeypatch.setitem(sys.modules, "gpt2_jax.train.checkpoint", fake)
-    monkeypatch.setattr(sys.modules["gpt2_jax.train"], "checkpoint", fake, raising=False)
+    from gpt2_jax import workdir
+    monkeypatch.setattr(workdir, "is_workdir", lambda d: (pathlib.Path(d) / "marker").is_file())
+    monkeypatch.setattr(workdir, "load_for_inference", lambda d, **kw: (params, cfg.replace(**kw)))
     (tmp_path / "marker").write_text("")
     got, cfg2 = interop.load_checkpoint(tmp_path, attention="xla")
     assert got is params and cfg2.attention == "xla"

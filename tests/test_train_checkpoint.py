@@ -1,5 +1,5 @@
 """gpt2_jax/train/checkpoint.py: save/restore round trip, fallback past a corrupt or torn latest
-checkpoint, restore onto another mesh, and reading params from a workdir."""
+checkpoint, restore onto another mesh; and reading params from a workdir (gpt2_jax/workdir.py)."""
 import os
 import subprocess
 import sys
@@ -11,6 +11,7 @@ import pytest
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import CheckpointError
+from gpt2_jax import workdir
 from gpt2_jax.train import checkpoint as ckpt_lib
 from gpt2_jax.train import step as step_lib
 from gpt2_jax.train.optimizer import OptimizerConfig, make_optimizer
@@ -53,14 +54,14 @@ def test_round_trip_and_workdir_loading(tmp_path, states):
     _assert_same(restored.opt_state, b.opt_state)
     assert ck.save(2, b, META) is False  # an existing step is never overwritten
     ck.close()
-    params, cfg = ckpt_lib.load_params_from_workdir(tmp_path, step=1)
+    params, cfg = workdir.load_params_from_workdir(tmp_path, step=1)
     assert cfg == CFG
     _assert_same(params, a.params)
-    assert ckpt_lib.is_workdir(tmp_path) and not ckpt_lib.is_workdir(tmp_path / "checkpoints")
-    p2, cfg2 = ckpt_lib.load_for_inference(tmp_path, dtype="bfloat16")
+    assert workdir.is_workdir(tmp_path) and not workdir.is_workdir(tmp_path / "checkpoints")
+    p2, cfg2 = workdir.load_for_inference(tmp_path, dtype="bfloat16")
     assert cfg2.dtype == "bfloat16" and cfg2.n_layer == 2
     _assert_same(p2, b.params)
-    assert ckpt_lib.checkpoint_metadata(tmp_path)["model_config"]["n_embd"] == 32
+    assert workdir.checkpoint_metadata(tmp_path)["model_config"]["n_embd"] == 32
 
 
 def test_corrupt_latest_falls_back_with_warning(tmp_path, states):
@@ -89,12 +90,12 @@ def test_reading_a_damaged_workdir_names_the_step_and_the_fallback(tmp_path, sta
             f.write_bytes(f.read_bytes()[:10])  # truncated array data
     with pytest.raises(CheckpointError, match=r"checkpoints/2 .* corrupt or truncated: cannot read its params.*"
                                               r"step=1 \(checkpoints/1\)"):
-        ckpt_lib.load_params_from_workdir(tmp_path)
-    params, _ = ckpt_lib.load_params_from_workdir(tmp_path, step=1)  # the named fallback works
+        workdir.load_params_from_workdir(tmp_path)
+    params, _ = workdir.load_params_from_workdir(tmp_path, step=1)  # the named fallback works
     _assert_same(params, a.params)
     (tmp_path / "checkpoints" / "2" / "meta" / "metadata").write_text("{bad")
     with pytest.raises(CheckpointError, match=r"checkpoints/2 .* meta \(not valid JSON\)"):
-        ckpt_lib.checkpoint_metadata(tmp_path)
+        workdir.checkpoint_metadata(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
 
 
@@ -128,10 +129,10 @@ def test_torn_save_is_ignored(tmp_path, states):
 
 def test_missing_workdir_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoints"):
-        ckpt_lib.load_params_from_workdir(tmp_path / "nope")
+        workdir.load_params_from_workdir(tmp_path / "nope")
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
-        ckpt_lib.load_params_from_workdir(tmp_path)
+        workdir.load_params_from_workdir(tmp_path)
 
 
 _MESH_SCRIPT = textwrap.dedent("""
@@ -144,7 +145,7 @@ _MESH_SCRIPT = textwrap.dedent("""
     opt = make_optimizer(OptimizerConfig(), 10)
     workdir = sys.argv[1]
     def on(mesh):
-        sh = S.state_shardings(cfg, opt, mesh)
+        sh = S.state_shardings(cfg, opt, sharding.Layout(mesh))
         return sh, S.with_shardings(S.abstract_state(cfg, opt), sh)
     sh8, _ = on(sharding.make_mesh(1, 8, 1))
     state = jax.jit(lambda k: S.init_state(cfg, opt, k), out_shardings=sh8)(jax.random.key(3))

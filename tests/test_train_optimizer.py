@@ -83,5 +83,6 @@ def test_bad_values_raise_config_error(field, value):
 
 
 def test_unknown_field_named():
-    with pytest.raises(ConfigError, match="lerning_rate"):
-        OptimizerConfig.from_mapping({"lerning_rate": 1.0})
+    from gpt2_jax.train.config import TrainConfig
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer.lerning_rate'; known: .*peak_lr"):
+        TrainConfig.from_dict({"optimizer": {"lerning_rate": 1.0}})

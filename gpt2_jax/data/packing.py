@@ -125,14 +125,6 @@ class PackedDataset:
                                                (lb, self.seq_len)).copy()
             yield batch
 
-    def as_tf_dataset(self, *, start_step: int, num_steps: int, global_batch_size: int, seed: int,
-                      process_index: int = 0, process_count: int = 1):
-        """tf.data.Dataset of batch_at(step) for steps [start_step, start_step + num_steps)."""
-        from gpt2_jax.data import pipeline  # TensorFlow lives there
-        return pipeline.as_tf_dataset(self, start_step=start_step, num_steps=num_steps,
-                                      global_batch_size=global_batch_size, seed=seed,
-                                      process_index=process_index, process_count=process_count)
-
 
 def _split(rows: np.ndarray) -> dict[str, np.ndarray]:
     """A window of T+1 tokens gives inputs [0, T) and next-token targets [1, T+1)."""

@@ -2,7 +2,11 @@
 windows -> per-process batches), and the tf.data wrapper that prefetches them."""
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import importlib.util
+import logging
 import os
 from typing import Iterator
 
@@ -11,12 +15,13 @@ import numpy as np
 from gpt2_jax.data import shards
 from gpt2_jax.data.packing import PackedDataset, local_batch_size
 from gpt2_jax.data.sources import DataConfig
-from gpt2_jax.errors import DataError
+from gpt2_jax.errors import DataError, log_once
+from gpt2_jax.extras import require
 
 
 def _tf():
     """Import TensorFlow for tf.data only, hiding accelerators so it never takes JAX's memory."""
-    import tensorflow as tf
+    tf = require("tensorflow", extra="tf", feature="the tf.data training pipeline")
     try:
         tf.config.set_visible_devices([], "GPU")
         tf.config.set_visible_devices([], "TPU")
@@ -48,6 +53,17 @@ def as_tf_dataset(packed: PackedDataset, *, start_step: int, num_steps: int, glo
     ds = tf.data.Dataset.range(start_step, start_step + num_steps)
     ds = ds.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _prefetch(fetch, start: int, end: int, depth: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """fetch(step) for steps [start, end), computed `depth` steps ahead by one background thread."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpt2_jax_batches") as pool:
+        pending = collections.deque(pool.submit(fetch, s) for s in range(start, min(end, start + depth)))
+        for step in range(start + depth, end + depth):
+            batch = pending.popleft().result()
+            if step < end:
+                pending.append(pool.submit(fetch, step))
+            yield batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +102,14 @@ class TrainData:
                              process_index=self.process_index, process_count=self.process_count)
 
     def train_batches(self, start_step: int, end_step: int) -> Iterator[dict[str, np.ndarray]]:
-        """Numpy batches for steps [start_step, end_step), prefetched by tf.data."""
+        """Numpy batches for steps [start_step, end_step), prefetched by tf.data; where TensorFlow
+        is not installed (the Colab TPU runtime, the [train] extra alone) by a thread, said once."""
+        if importlib.util.find_spec("tensorflow") is None:
+            log_once("TensorFlow is not installed: training batches are prefetched by a Python thread instead of "
+                     "tf.data (the same batches; install 'gpt2-jax[tf]' for tf.data).", level=logging.INFO)
+            kwargs = dict(global_batch_size=self.global_batch_size, seed=self.seed,
+                          process_index=self.process_index, process_count=self.process_count)
+            return _prefetch(lambda step: self.packed.batch_at(step, **kwargs), start_step, max(start_step, end_step))
         return self.tf_dataset(start_step, max(0, end_step - start_step)).as_numpy_iterator()
 
     def eval_batches(self, batch_size: int | None = None, max_batches: int | None = None):

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from gpt2_jax import paths
 from gpt2_jax.errors import DataError
+from gpt2_jax.extras import require
 from gpt2_jax.textfiles import decode_utf8, iter_jsonl_field
 
 TINYSHAKESPEARE = "train_corpora/tinyshakespeare/input.txt"
@@ -27,11 +28,13 @@ class DataConfig:
     """What to train on and how to cut it; frozen so it can sit inside a run's config."""
 
     source: str = "tinyshakespeare"     # see SOURCE_HELP
+    tokenizer: str = "gpt2"             # Tokenizer.load spec: "gpt2" or a sentencepiece *.model path
+    tokenizer_vocab_size: int = 0       # > 0: train a sentencepiece BPE of this size on the corpus (train.build)
     text_field: str = "text"            # jsonl key / tfds feature that holds a document's text
     split_documents: str = "file"       # plain text: one doc per file, per blank-line paragraph, or per line
     val_fraction: float = 0.05          # share of windows held out for validation (the last ones)
     cache_dir: str | None = None        # token cache; None -> <workdir>/token_cache (no cache without workdir)
-    tokenizer: str = "gpt2"             # Tokenizer.load spec: "gpt2" or a sentencepiece *.model path
+    data_dir: str | None = None         # data root for named corpora; None -> $GPT2_JAX_DATA_DIR
     tfds_data_dir: str | None = None    # where tfds datasets are prepared (None: tfds' default)
     tfds_download: bool = False         # let tfds download and prepare a missing dataset (needs network)
 
@@ -157,7 +160,7 @@ def iter_file_documents(path: pathlib.Path, cfg: DataConfig) -> Iterator[str]:
 # ---------------------------------------------------------------------------------- tfds
 def tfds_builder(source: Source, cfg: DataConfig):
     """The tfds builder for a 'tfds:' source; DataError if unknown or not prepared (and no download)."""
-    import tensorflow_datasets as tfds  # heavy: only for tfds sources
+    tfds = require("tensorflow_datasets", extra="tf", feature="tfds training sources")
     try:
         builder = tfds.builder(source.tfds_name, data_dir=cfg.tfds_data_dir)
     except tfds.core.registered.DatasetNotFoundError:

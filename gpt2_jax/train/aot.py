@@ -7,53 +7,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
-from gpt2_jax import sharding
-from gpt2_jax.train import build, step as step_lib
-from gpt2_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from gpt2_jax.train import build
+from gpt2_jax.train.config import TrainConfig
 
 GIB = 1024**3
 
 
-def _vocab_size(config) -> int:
-    """The model's vocabulary without reading any data: explicit, trained-BPE size, or tokenizer's."""
-    if int(config.model.get("vocab_size", 0)):
-        return int(config.model.vocab_size)
-    if int(config.data.get("tokenizer_vocab_size", 0)):
-        return int(config.data.tokenizer_vocab_size)
-    from gpt2_jax.tokenizer import Tokenizer
-    return Tokenizer.load(config.data.tokenizer).vocab_size
-
-
-def compile_train_step(config, hbm_gb: float = 0.0) -> dict[str, Any]:
-    """Lower + compile the jitted step on abstract inputs; returns sizes in bytes per device and
-    `fits` (None if no HBM size is known: pass hbm_gb or set config.hbm_gb / a tpu preset)."""
-    rules = build.rules(config)
-    mesh = build.mesh(config)
-    build.check_batch(config, sharding.data_parallel_size(mesh, rules))
-    model_cfg = build.model_config(config, _vocab_size(config))
-    opt_cfg = build.optimizer_config(config)
-    total = int(config.total_steps)
-    optimizer, schedule = make_optimizer(opt_cfg, total), learning_rate_schedule(opt_cfg, total)
-    state_sh = step_lib.state_shardings(model_cfg, optimizer, mesh, rules)
-    batch_sh = sharding.batch_sharding(mesh, rules)
-    state = step_lib.with_shardings(step_lib.abstract_state(model_cfg, optimizer), state_sh)
-    shape = (int(config.batch_size), int(config.seq_len))
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh) for k in ("inputs", "targets")}
-    step = step_lib.make_train_step(model_cfg, optimizer, schedule,
-                                    grad_accum_steps=int(config.get("grad_accum_steps", 1)), seed=0)
+def compile_train_step(config: Any, hbm_gb: float = 0.0) -> dict[str, Any]:
+    """Lower + compile the run's jitted step on abstract inputs; returns sizes in bytes per device
+    and `fits` (None if no HBM size is known: pass hbm_gb or set config.hbm_gb / a tpu preset)."""
+    config = TrainConfig.coerce(config)
+    run = build.assemble(config, build.vocab_size_without_data(config))
     t0 = time.perf_counter()
-    with sharding.activate(mesh, rules):
-        compiled = step_lib.jit_train_step(step, state_sh, batch_sh).lower(state, batch).compile()
+    compiled = run.train_step.lower(run.abstract_state(), run.abstract_batch()).compile()
     seconds = time.perf_counter() - t0
     ma = compiled.memory_analysis()
     args, out, alias, temp = (int(getattr(ma, f"{k}_size_in_bytes", 0)) for k in
                               ("argument", "output", "alias", "temp"))
     total_bytes = args + out - alias + temp
-    hbm = float(hbm_gb or config.get("hbm_gb", 0.0))
-    return {"mesh": dict(mesh.shape), "devices": mesh.devices.size, "num_params": model_cfg.num_params,
+    hbm = float(hbm_gb or config.hbm_gb)
+    mesh = run.layout.mesh
+    return {"mesh": dict(mesh.shape), "devices": mesh.devices.size, "num_params": run.model.num_params,
             "argument_bytes": args, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
             "per_device_bytes": total_bytes, "hbm_gb": hbm or None,
             "fits": (total_bytes <= hbm * GIB) if hbm else None, "compile_sec": seconds}

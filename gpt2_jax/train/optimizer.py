@@ -49,16 +49,6 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.weight_decay={self.weight_decay} and grad_clip="
                               f"{self.grad_clip} must be >= 0 (0 disables).")
 
-    @classmethod
-    def from_mapping(cls, m: Any) -> "OptimizerConfig":
-        """From a dict / ConfigDict with (a subset of) these fields; unknown keys are an error."""
-        d = dict(m)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown optimizer fields {unknown}; known: {sorted(known)}.")
-        return cls(**d)
-
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup to peak_lr over warmup_steps, then cosine decay to min_lr_ratio·peak_lr at

@@ -3,19 +3,18 @@ with. Gradient accumulation is a `lax.scan` over microbatches inside one step, s
 exactly one optimizer update and the loop never sees microbatches."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gpt2_jax import sharding
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.loss import loss_fn
-from gpt2_jax.model import init_params, param_shapes
+from gpt2_jax.model import init_params, param_shapes, param_shardings
+from gpt2_jax.sharding import Layout, constrain
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -42,12 +41,11 @@ def abstract_state(model_cfg: GPT2Config, optimizer: optax.GradientTransformatio
                       opt_state=jax.eval_shape(optimizer.init, params))
 
 
-def state_shardings(model_cfg: GPT2Config, optimizer: optax.GradientTransformation, mesh: Mesh,
-                    rules: Sequence[tuple[str, Any]] = sharding.DEFAULT_RULES) -> TrainState:
+def state_shardings(model_cfg: GPT2Config, optimizer: optax.GradientTransformation, layout: Layout) -> TrainState:
     """NamedShardings for every state leaf: params by the rules table, each optimizer moment like
     its parameter (so FSDP shards Adam's mu/nu too), scalars (counts, step) replicated."""
-    p_sh = sharding.param_shardings(model_cfg, mesh, rules)
-    replicated = NamedSharding(mesh, P())
+    p_sh = param_shardings(model_cfg, layout)
+    replicated = layout.replicated
     abstract = abstract_state(model_cfg, optimizer)
     opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract.opt_state, p_sh,
                                    transform_non_params=lambda _: replicated,
@@ -60,25 +58,25 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
-def _microbatches(batch: Batch, n: int) -> Batch:
+def _microbatches(batch: Batch, n: int, layout: Layout | None = None) -> Batch:
     """[B, ...] -> [n, B/n, ...] taking rows i, i+n, i+2n, ... for microbatch i, so every device
     keeps its own rows (a contiguous split would move rows between data-parallel shards)."""
     def split(x):
         x = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
-        return nn.with_logical_constraint(x, (None, "activation_batch") + (None,) * (x.ndim - 2))
+        return constrain(x, (None, "activation_batch") + (None,) * (x.ndim - 2), layout)
     return jax.tree.map(split, batch)
 
 
 def make_train_step(model_cfg: GPT2Config, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    seed: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+                    schedule: optax.Schedule, *, grad_accum_steps: int = 1, seed: int = 0,
+                    layout: Layout | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """train_step(state, batch) -> (state, metrics): the mean token loss of the whole batch (over
     `grad_accum_steps` microbatches), one clipped AdamW update. Pure: dropout keys derive from
-    (seed, state.step), so a resumed run draws the same ones."""
+    (seed, state.step), so a resumed run draws the same ones. `layout` shards activations."""
     use_dropout = model_cfg.dropout > 0
 
     def nll_sum(params, micro, key):
-        loss, m = loss_fn(params, micro, model_cfg, rng=key if use_dropout else None)
+        loss, m = loss_fn(params, micro, model_cfg, rng=key if use_dropout else None, layout=layout)
         return loss * m["tokens"], m["tokens"]
 
     grad_fn = jax.value_and_grad(nll_sum, has_aux=True)
@@ -95,7 +93,7 @@ def make_train_step(model_cfg: GPT2Config, optimizer: optax.GradientTransformati
                 return (jax.tree.map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
 
             zeros = jax.tree.map(jnp.zeros_like, state.params)
-            xs = (jnp.arange(grad_accum_steps), _microbatches(batch, grad_accum_steps))
+            xs = (jnp.arange(grad_accum_steps), _microbatches(batch, grad_accum_steps, layout))
             (grads, total_nll, tokens), _ = jax.lax.scan(
                 accumulate, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), xs)
         denom = jnp.maximum(tokens, 1.0)
@@ -110,12 +108,12 @@ def make_train_step(model_cfg: GPT2Config, optimizer: optax.GradientTransformati
     return train_step
 
 
-def make_eval_step(model_cfg: GPT2Config) -> Callable[[Any, Batch], Metrics]:
+def make_eval_step(model_cfg: GPT2Config, layout: Layout | None = None) -> Callable[[Any, Batch], Metrics]:
     """eval_step(params, batch) -> {"nll_sum", "tokens"} (fp32; padding rows have weight 0)."""
     cfg = model_cfg.replace(dtype="float32")  # evals in fp32 (house style)
 
     def eval_step(params, batch: Batch) -> Metrics:
-        loss, m = loss_fn(params, batch, cfg)
+        loss, m = loss_fn(params, batch, cfg, layout=layout)
         return {"nll_sum": loss * m["tokens"], "tokens": m["tokens"]}
 
     return eval_step
