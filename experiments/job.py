@@ -1,129 +1,88 @@
 """The main job: train an experiment, evaluate it on the zero-shot suite, sample from it, and write
 WORKDIR/report.md with its curves and tables. `run(config, workdir)` is importable from Colab;
-`python -m experiments.main` calls it with the embedded default (tiny_shakespeare)."""
+`python -m experiments.main` calls it with the embedded default (tiny_shakespeare).
+
+Every step runs on every process (SPMD): evaluation and sampling shard their batches over all
+devices, and only process 0 writes files, so a pod never waits on a collective only one host runs."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import pathlib
 from typing import Any, Callable
 
-REPORT = "report.md"
-CURVE = "training_curve.png"
+from etils import epath
 
 
-def sample_texts(workdir: str | pathlib.Path, prompts: list[str], *, max_new_tokens: int = 64,
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """What the job does after training (config.eval_after_training and config.job.*)."""
+    eval_tasks: tuple[str, ...] = ()      # zero-shot tasks run on the final checkpoint
+    eval_mode: str = "paper"              # paper (GPT-2 Table 3) | harness (lm-eval-harness definitions)
+    eval_limit: int = 0                   # only the first N examples per task; 0 = all
+    prompts: tuple[str, ...] = ("\n",)    # sampled into WORKDIR/samples.json and the report
+
+
+def sample_texts(workdir: str | epath.PathLike, prompts: list[str], *, max_new_tokens: int = 64,
                  temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> list[str]:
-    """Continuations of `prompts` by the run's newest checkpoint (one batched, jitted decode)."""
+    """Continuations of `prompts` by the run's newest checkpoint (one batched, jitted decode over
+    all devices; every process gets the same texts)."""
+    from gpt2_jax import workdir as workdir_lib
     from gpt2_jax.generate import generate
+    from gpt2_jax.sharding import data_parallel
     from gpt2_jax.tokenizer import Tokenizer
-    from gpt2_jax.train import checkpoint
 
-    params, cfg = checkpoint.load_params_from_workdir(workdir)
-    tok = Tokenizer.load(checkpoint.tokenizer_spec(workdir))
+    params, cfg = workdir_lib.load_params_from_workdir(workdir)
+    tok = Tokenizer.load(workdir_lib.tokenizer_spec(workdir))
     rows = [tok.encode(p) if p else [tok.eot_id] for p in prompts]
     n = max(1, min(max_new_tokens, cfg.n_positions - max(map(len, rows))))
     outs = generate(params, cfg, rows, max_new_tokens=n, temperature=temperature, top_k=top_k,
-                    rng=seed, eos_id=tok.eot_id)
+                    rng=seed, eos_id=tok.eot_id, layout=data_parallel())
     return [p + tok.decode([t for t in out[len(row):] if t != tok.eot_id])
             for p, row, out in zip(prompts, rows, outs)]
 
 
-def plot_training(workdir: str | pathlib.Path) -> pathlib.Path | None:
-    """WORKDIR/training_curve.png: train and eval loss, and the learning rate, against step."""
-    from gpt2_jax.train.metrics import METRICS_FILE, read_jsonl
-
-    records = read_jsonl(pathlib.Path(workdir) / METRICS_FILE)
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    if not train:
+def run_evals(data_dir: str | None, job: JobConfig, workdir: str | epath.PathLike, *,
+              log: Callable[[str], None] = print) -> Any:
+    """The zero-shot suite on the run's newest checkpoint, results in WORKDIR/eval/ (results.json,
+    .md table beside the paper, .png). None when there is nothing to run."""
+    if not job.eval_tasks:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    lrs = [(r["step"], r["learning_rate"]) for r in records if "learning_rate" in r]
-    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
-    ax.set_xlabel("step"), ax.set_ylabel("loss (nats/token)"), ax.legend(), ax.grid(alpha=0.3)
-    if lrs:
-        ax_lr.plot(*zip(*lrs), color="tab:green")
-    ax_lr.set_xlabel("step"), ax_lr.set_ylabel("learning rate"), ax_lr.grid(alpha=0.3)
-    fig.suptitle(pathlib.Path(workdir).name)
-    fig.tight_layout()
-    out = pathlib.Path(workdir) / CURVE
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def write_report(workdir: str | pathlib.Path, summary: dict[str, Any] | None = None,
-                 samples: list[str] | None = None) -> pathlib.Path:
-    """WORKDIR/report.md from what the run left in the workdir (summary.json, metrics.jsonl,
-    eval/results.md, samples.json); regenerates the training-curve PNG. Safe to call again."""
-    workdir = pathlib.Path(workdir)
-    if summary is None and (workdir / "summary.json").is_file():
-        summary = json.loads((workdir / "summary.json").read_text())
-    if samples is None and (workdir / "samples.json").is_file():
-        samples = json.loads((workdir / "samples.json").read_text())
-    curve = plot_training(workdir)
-    lines = [f"# {workdir.name}: training report", ""]
-    if summary:
-        lines += ["| | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in summary.items()
-                                            if not isinstance(v, (dict, list))] + [""]
-    if curve:
-        lines += [f"![training curve]({curve.name})", ""]
-    evals = workdir / "eval" / "results.md"
-    if evals.is_file():
-        lines += [evals.read_text().replace("# Zero-shot", "## Zero-shot"),
-                  "![eval chart](eval/results.png)", ""]
-    if samples:
-        lines += ["## Samples", ""] + [f"```\n{s}\n```\n" for s in samples]
-    out = workdir / REPORT
-    out.write_text("\n".join(lines))
-    return out
-
-
-def run_evals(config, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print) -> Any:
-    """config.eval_after_training: the zero-shot suite on the run's newest checkpoint, results in
-    WORKDIR/eval/ (results.json, .md table beside the paper, .png). None when there is nothing to run."""
-    tasks = list(config.get("eval_after_training", []) or [])
-    if not tasks:
-        return None
+    from gpt2_jax import workdir as workdir_lib
     from gpt2_jax.evals import runner
     from gpt2_jax.tokenizer import Tokenizer
-    from gpt2_jax.train import checkpoint
 
-    job = config.get("job") or {}
-    log(f"[job] zero-shot eval on {', '.join(tasks)} (limit {job.get('eval_limit') or 'none'})")
-    return runner.run_eval(checkpoint.load_params_from_workdir(workdir), tasks,
-                           mode=job.get("eval_mode", "paper"), data_dir=config.data.get("data_dir") or None,
-                           output=pathlib.Path(workdir) / "eval" / "results.json",
-                           limit=int(job.get("eval_limit", 0)) or None,
-                           tokenizer=Tokenizer.load(checkpoint.tokenizer_spec(workdir)), log=log)
+    log(f"[job] zero-shot eval on {', '.join(job.eval_tasks)} (limit {job.eval_limit or 'none'})")
+    return runner.run_eval(workdir_lib.load_params_from_workdir(workdir), list(job.eval_tasks), mode=job.eval_mode,
+                           data_dir=data_dir, output=epath.Path(workdir) / "eval" / "results.json",
+                           limit=job.eval_limit or None,
+                           tokenizer=Tokenizer.load(workdir_lib.tokenizer_spec(workdir)), log=log)
 
 
-def run(config, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (resuming if the workdir has checkpoints), evaluate `config.eval_after_training`,
-    sample `config.job.prompts`, and write the report. Returns the training summary plus evals."""
+def run(config: Any, workdir: str | epath.PathLike, job: JobConfig | None = None, *,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (resuming if the workdir has checkpoints), evaluate the job's tasks, sample its
+    prompts, and write the report. `config` is a TrainConfig (then pass `job`) or an experiment's
+    ConfigDict (split into both). Returns the training summary plus evals."""
     import jax
 
     from gpt2_jax.train import loop
+    from gpt2_jax.train.report import SAMPLES, SUMMARY, write_report
 
-    workdir = pathlib.Path(workdir)
+    if job is None:
+        from experiments import registry
+        config, job = registry.split(config)
+    workdir = epath.Path(workdir)
     summary = loop.train(config, str(workdir))
-    if jax.process_index() != 0 or summary.get("preempted"):  # evals run on one host, after a full run
+    if summary.get("preempted"):  # every process saw the same preemption step: all stop here
         return summary
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    job = config.get("job", {})
-    results = run_evals(config, workdir, log=log)
-    samples = sample_texts(workdir, list(job.get("prompts", ["\n"])), seed=int(config.seed))
-    (workdir / "samples.json").write_text(json.dumps(samples, indent=2) + "\n")
+    primary = jax.process_index() == 0
+    if primary:
+        (workdir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    results = run_evals(config.data.data_dir, job, workdir, log=log)
+    samples = sample_texts(workdir, list(job.prompts), seed=config.seed)
+    if not primary:
+        return {**summary, "eval": results}
+    (workdir / SAMPLES).write_text(json.dumps(samples, indent=2) + "\n")
     for s in samples:
         log(f"[job] sample:\n{s}\n")
     report = write_report(workdir, summary, samples)

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+PROG = "python -m experiments.main"
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__.split("\n")[0],
@@ -27,40 +29,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_processes", type=int, default=0)
     p.add_argument("--process_id", type=int, default=-1)
     args, rest = p.parse_known_args(argv)
-    from gpt2_jax import host
-    host.keep_freed_memory()  # no page faults re-touching each step's large temporaries (CPU)
+    from gpt2_jax.cli import report_errors
+    return report_errors(lambda: _run(args, rest), prog=PROG)
 
+
+def _run(args: argparse.Namespace, rest: list[str]) -> int:
     from experiments import registry
-    from gpt2_jax.errors import TrainingError, UserError
-    try:
-        if args.list:
-            print(registry.describe())
-            return 0
-        bad = [r for r in rest if not r.startswith("--config.")]
-        if bad:
-            raise UserError(f"unknown argument {bad[0]!r}; overrides look like --config.KEY=VALUE "
-                            "(see --help).")
-        config = registry.get_config(args.experiment, args.tpu, rest)
-        if args.mode == "aot":
-            from gpt2_jax.train import aot
-            print(aot.format_report(aot.compile_train_step(config, args.hbm_gb)))
-            return 0
-        workdir = args.workdir or f"runs/{args.experiment}"
-        from gpt2_jax.train import distributed, loop
-        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-        if args.mode == "job":
-            from experiments import job
-            summary = job.run(config, workdir)
-        else:
-            summary = loop.train(config, workdir)
-        print("summary " + json.dumps(summary, default=str), flush=True)
+    from gpt2_jax import host
+    from gpt2_jax.errors import UserError
+
+    if args.list:
+        print(registry.describe())
         return 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingError as e:  # e.g. a non-finite loss: the message says what was kept and what to do
-        print(f"training stopped: {e}", file=sys.stderr)
-        return 1
+    bad = [r for r in rest if not r.startswith("--config.")]
+    if bad:
+        raise UserError(f"unknown argument {bad[0]!r}; overrides look like --config.KEY=VALUE (see --help).")
+    config = registry.get_config(args.experiment, args.tpu, rest)
+    train_config, job = registry.split(config)  # the one boundary: typed configs from here on
+    if args.mode == "aot":
+        from gpt2_jax.train import aot
+        print(aot.format_report(aot.compile_train_step(train_config, args.hbm_gb)))
+        return 0
+    workdir = args.workdir or f"runs/{args.experiment}"
+    from gpt2_jax.train import distributed
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    host.keep_freed_memory()  # CPU: no page faults re-touching each step's large temporaries
+    if args.mode == "job":
+        from experiments import job as job_lib
+        summary = job_lib.run(train_config, workdir, job)
+    else:
+        from gpt2_jax.train import loop
+        summary = loop.train(train_config, workdir)
+    print("summary " + json.dumps(summary, default=str), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

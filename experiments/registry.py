@@ -103,6 +103,25 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                               f"{current!r} ({type(current).__name__}).") from None
 
 
+APPLICATION_KEYS = ("eval_after_training", "job")  # read by experiments/job.py, not by the library
+
+
+def split(config: ml_collections.ConfigDict):
+    """(TrainConfig, JobConfig) of an experiment config: the one place it enters the library typed."""
+    from experiments.job import JobConfig
+    from gpt2_jax.train.config import TrainConfig
+    d = config.to_dict()
+    app = {k: d.pop(k) for k in APPLICATION_KEYS}
+    job = JobConfig(eval_tasks=tuple(app["eval_after_training"] or ()), eval_mode=app["job"]["eval_mode"],
+                    eval_limit=int(app["job"]["eval_limit"]), prompts=tuple(app["job"]["prompts"]))
+    return TrainConfig.from_dict(d), job
+
+
+def train_config(name: str, tpu: str = "", overrides: Sequence[str] = ()):
+    """The TrainConfig of experiment `name` (get_config, then split): what gpt2_jax.train.train takes."""
+    return split(get_config(name, tpu, overrides))[0]
+
+
 def presets(name: str) -> list[str]:
     """TPU slices with a mesh preset for experiment `name`."""
     if name not in _EXPERIMENTS:

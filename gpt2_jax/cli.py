@@ -1,21 +1,22 @@
-"""The `gpt2-jax` command line: one subcommand per registered (add_arguments, run) pair.
+"""The `gpt2-jax` command line: one subcommand per library entry point (sample, convert, eval,
+overlap, train-tokenizer, report), each a registered (add_arguments, run) pair.
 
-A subcommand is added with `register(name, help, add_arguments, run)`; `add_arguments(parser)`
-declares its flags and `run(args)` does the work (keep heavy imports inside `run`). Only the chosen
-subcommand's `add_arguments` is called, so `gpt2-jax --help` stays fast. Any `UserError` becomes
-one line `gpt2-jax: error: <message>` on stderr and exit status 2, as argparse errors do.
+`add_arguments(parser)` declares a subcommand's flags and `run(args)` does the work (heavy imports
+inside `run`); only the chosen subcommand's flags are declared, so `gpt2-jax --help` stays fast.
+`report_errors` is the one error path of every entry point (this CLI and the repo's
+experiments.main): a `UserError` becomes one line `PROG: error: <message>` and exit status 2, as
+argparse errors do; a `TrainingError` (e.g. a non-finite loss) one line and status 1.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import pathlib
 import re
 import sys
 from typing import Callable, NamedTuple, Sequence
 
 from gpt2_jax import host
-from gpt2_jax.errors import UserError
+from gpt2_jax.errors import TrainingError, UserError
 
 PROG = "gpt2-jax"
 
@@ -32,13 +33,6 @@ COMMANDS: dict[str, Command] = {}
 def register(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
     """Make `gpt2-jax NAME` parse its flags with `add_arguments` and call `run(args)`."""
     COMMANDS[name] = Command(help, add_arguments, run)
-
-
-def lazy(module: str, attr: str) -> Callable:
-    """`module.attr`, imported on first call: lets subcommands live in heavy modules."""
-    def call(*args, **kwargs):
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
-    return call
 
 
 # ------------------------------------------------------------------------------------ sample
@@ -65,9 +59,9 @@ def _tokenizer_for(checkpoint: str, vocab: str | None):
         if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
             vocab = str(d)
         elif d.is_dir():
-            from gpt2_jax.train import checkpoint as train_checkpoint
-            if train_checkpoint.is_workdir(d):  # the tokenizer the run was trained with
-                vocab = train_checkpoint.tokenizer_spec(d)
+            from gpt2_jax import workdir
+            if workdir.is_workdir(d):  # the tokenizer the run was trained with
+                vocab = workdir.tokenizer_spec(d)
     return Tokenizer.load(vocab)
 
 
@@ -205,34 +199,21 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------- train / run
-def _experiment_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", default="tiny_shakespeare", help="a name from `python -m experiments.main --list`")
-    p.add_argument("--workdir", default=None, metavar="DIR", help="default runs/EXPERIMENT")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. total_steps=100")
-
-
-def _experiment(args: argparse.Namespace, mode: str) -> int:
-    from experiments import main as experiments_main
-
-    argv = [f"--experiment={args.experiment}", f"--mode={mode}"]
-    argv += [f"--workdir={args.workdir}"] if args.workdir else []
-    argv += [o if o.startswith("--config.") else f"--config.{o}" for o in args.overrides]
-    return experiments_main.main(argv)
-
-
 # ------------------------------------------------------------------------------------ report
 def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workdir", metavar="WORKDIR", help="a training workdir")
 
 
 def _report(args: argparse.Namespace) -> int:
-    from experiments.job import write_report
+    from etils import epath
 
-    workdir = pathlib.Path(args.workdir).expanduser()
-    if not (workdir / "metrics.jsonl").is_file():
-        raise UserError(f"{workdir} has no metrics.jsonl: it is not a training workdir (train with "
-                        "`gpt2-jax train --workdir DIR` or `python -m experiments.main --workdir=DIR`).")
+    from gpt2_jax.train.metrics import METRICS_FILE
+    from gpt2_jax.train.report import write_report
+
+    workdir = epath.Path(args.workdir).expanduser()
+    if not (workdir / METRICS_FILE).exists():
+        raise UserError(f"{workdir} has no {METRICS_FILE}: it is not a training workdir (train with "
+                        "`python -m experiments.main --workdir=DIR` or gpt2_jax.train.train(config, DIR)).")
     print(f"wrote {write_report(workdir)}")
     return 0
 
@@ -241,10 +222,6 @@ register("eval", "zero-shot evaluation suite (paper or harness mode)", _eval_arg
 register("overlap", "8-gram overlap of test sets with a training corpus (paper section 4)",
          _overlap_arguments, _overlap)
 register("train-tokenizer", "train a sentencepiece BPE on a corpus", _train_tokenizer_arguments, _train_tokenizer)
-register("train", "train an experiment (resumes from the workdir's newest checkpoint)", _experiment_arguments,
-         lambda args: _experiment(args, "train"))
-register("run", "the main job: train, evaluate, sample and write WORKDIR/report.md", _experiment_arguments,
-         lambda args: _experiment(args, "job"))
 register("report", "regenerate WORKDIR/report.md and its plots", _report_arguments, _report)
 
 
@@ -260,21 +237,37 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(e: BaseException) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(e).strip())
+
+
+def report_errors(run: Callable[[], int | None], prog: str = PROG) -> int:
+    """Call `run()` and return its exit status: a UserError prints `PROG: error: ...` and gives 2,
+    a TrainingError `PROG: training stopped: ...` and 1; nothing else is caught (a bug keeps its
+    traceback)."""
+    try:
+        return int(run() or 0)
+    except UserError as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except TrainingError as e:  # the message says what was kept and what to do
+        print(f"{prog}: training stopped: {one_line(e)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `gpt2-jax` with `argv` (default sys.argv[1:]); returns the exit status."""
-    host.keep_freed_memory()  # no page faults re-touching each step's large temporaries (CPU)
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     except SystemExit as e:  # argparse already printed usage and the error (status 2) or help (0)
         return int(e.code or 0)
-    try:
-        return int(COMMANDS[args.command].run(args) or 0)
-    except UserError as e:
-        message = re.sub(r"\s*\n\s*", " ", str(e).strip())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+
+    def run() -> int | None:
+        host.keep_freed_memory()  # CPU: no page faults re-touching each step's large temporaries
+        return COMMANDS[args.command].run(args)
+    return report_errors(run)
 
 
 if __name__ == "__main__":

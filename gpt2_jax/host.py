@@ -22,9 +22,13 @@ _SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1)
 
 def keep_freed_memory() -> bool:
     """Tell glibc malloc to keep freed blocks for reuse instead of returning them to the OS (no
-    mmap for large blocks, no trimming, one arena). Returns whether the settings were applied:
-    False on non-glibc systems or when GPT2_JAX_MALLOC=default."""
+    mmap for large blocks, no trimming, one arena), when JAX runs on the CPU. Returns whether the
+    settings were applied: False on TPU/GPU hosts, non-glibc systems or with GPT2_JAX_MALLOC=default.
+    Call it after jax.distributed.initialize: it asks JAX for its backend."""
     if os.environ.get("GPT2_JAX_MALLOC", "").lower() == "default" or not sys.platform.startswith("linux"):
+        return False
+    import jax
+    if jax.default_backend() != "cpu":  # accelerator hosts keep temporaries in device memory
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -59,8 +59,8 @@ def _snapshot(workdir: pathlib.Path) -> dict[str, tuple[int, int]]:
 
 
 def _assert_loadable(workdir: pathlib.Path, step: int) -> None:
-    from gpt2_jax.train import checkpoint
-    params, cfg = checkpoint.load_params_from_workdir(workdir, step=step)
+    from gpt2_jax import workdir as workdir_lib
+    params, cfg = workdir_lib.load_params_from_workdir(workdir, step=step)
     assert cfg.n_embd == 64
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
 
@@ -80,7 +80,7 @@ def ctx(tmp_path_factory, data_dir):
     Tokenizer.train_sentencepiece([str(data_dir / "train_corpora" / "tinyshakespeare" / "input.txt")],
                                   str(root / "sp"), vocab_size=512, num_threads=1)
     train = [*TRAIN, f"data.tokenizer={root / 'sp.model'}", f"data.cache_dir={root / 'token_cache'}"]
-    loop.train(registry.get_config("tiny_test", overrides=train), str(workdir))
+    loop.train(registry.train_config("tiny_test", overrides=train), str(workdir))
     c: dict[str, Any] = {"tmp": str(root), "workdir": str(workdir), "long_prompt": LONG_PROMPT, "train": train}
 
     hf = root / "hf"
@@ -255,7 +255,7 @@ ROWS = [
         (r"non_utf8\.jsonl:2", r"UTF-8", r"re-download")),
     Row("truncated-coqa-json", "gpt2-jax", [*E, "coqa", "--file", "coqa={bad_coqa_json}", *OUT],
         (r"bad_coqa\.json", r"JSON", r"expected|re-download")),
-    # ------------------------------------------------------------ gpt2-jax: tokenizer training, report, train
+    # ------------------------------------------------------------ gpt2-jax: tokenizer training, report
     Row("train-tokenizer-empty-corpus", "gpt2-jax", ["train-tokenizer", "--input", "{empty_txt}",
                                                      "--model-prefix", "{tmp}/sp/a", "--vocab-size", "300"],
         (r"empty", r"files that contain text")),
@@ -264,8 +264,8 @@ ROWS = [
         (r"non_utf8\.txt", r"UTF-8", r"re-encode|iconv")),
     Row("report-on-a-non-workdir", "gpt2-jax", ["report", "{not_a_run}"],
         (r"no metrics\.jsonl", r"not a training workdir")),
-    Row("train-misspelt-config-key", "gpt2-jax", ["train", "--experiment", "tiny_test", "--workdir", "{tmp}/t1",
-                                                  "total_step=5"],
+    Row("train-misspelt-config-key", "experiments.main", ["--experiment=tiny_test", "--workdir={tmp}/t1",
+                                                          "--config.total_step=5"],
         (r"unknown config key 'total_step'", r"known: .*total_steps")),
     # ------------------------------------------------------------ experiments.main
     Row("unknown-experiment", "experiments.main", ["--experiment=tiny", "--workdir={tmp}/m0"],

@@ -3,14 +3,12 @@
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
 import pytest
 
-import gpt2_jax.train
-from gpt2_jax import cli, interop, model
+from gpt2_jax import cli, interop, model, workdir
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.generate import generate
 from gpt2_jax.tokenizer import Tokenizer
@@ -100,14 +98,11 @@ def test_registered_subcommand_runs(monkeypatch, capsys):
 
 
 def test_sample_from_training_workdir_uses_its_tokenizer(tiny, tmp_path, monkeypatch, capsys, data_dir):
-    """A workdir loads through gpt2_jax.train.checkpoint, with the tokenizer the run recorded."""
+    """A workdir loads through gpt2_jax.workdir, with the tokenizer the run recorded."""
     cfg, params, _, tok = tiny
-    fake = types.ModuleType("gpt2_jax.train.checkpoint")
-    fake.is_workdir = lambda d: str(d) == str(tmp_path)
-    fake.tokenizer_spec = lambda d: str(data_dir / "gpt2_vocab")
-    fake.load_for_inference = lambda d, **kw: (params, cfg)
-    monkeypatch.setitem(sys.modules, "gpt2_jax.train.checkpoint", fake)
-    monkeypatch.setattr(gpt2_jax.train, "checkpoint", fake, raising=False)
+    monkeypatch.setattr(workdir, "is_workdir", lambda d: str(d) == str(tmp_path))
+    monkeypatch.setattr(workdir, "tokenizer_spec", lambda d: str(data_dir / "gpt2_vocab"))
+    monkeypatch.setattr(workdir, "load_for_inference", lambda d, **kw: (params, cfg))
     monkeypatch.setenv("GPT2_JAX_DATA_DIR", str(tmp_path / "no-vocab-here"))  # so the default would fail
     assert cli.main(["sample", "--checkpoint", str(tmp_path), "--prompt", PROMPT, "--max-new-tokens", "12",
                      "--temperature", "0"]) == 0

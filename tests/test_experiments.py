@@ -104,7 +104,7 @@ def test_cli_unknown_experiment_is_one_line_exit_2(tmp_path):
     out = _run_cli("--experiment=gpt5", f"--workdir={tmp_path}")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
-    assert out.stderr.startswith("error: unknown experiment 'gpt5'")
+    assert out.stderr.startswith("python -m experiments.main: error: unknown experiment 'gpt5'")
 
 
 @pytest.mark.parametrize("args,match", [

@@ -2,14 +2,15 @@
 rerun of the same command that must finish exactly like an uninterrupted run:
 
 - SIGKILL while an async checkpoint is being written (its tmp dir is on disk, not yet committed);
-- SIGTERM (preemption) through `gpt2-jax train`: a checkpoint is saved at the step reached, exit 0;
+- SIGTERM (preemption) during the main job (`--mode=job`): a checkpoint is saved at the step
+  reached and the job stops there (no evals, no samples), exit 0;
 - a NaN loss while the previous checkpoint is still being written: exit 1, one clear line, that
   checkpoint is committed and kept.
 
 tests/test_train_loop.py already covers SIGKILL *between* saves, SIGTERM via experiments.main and a
 NaN from a huge learning rate through the API; these are the remaining cases. Faults are injected
-by a small driver (below) that wraps the real entry points; without FAULT_* variables it is exactly
-`python -m experiments.main` / `gpt2-jax`.
+by a small driver (below) that wraps the real entry point; without FAULT_* variables it is exactly
+`python -m experiments.main`.
 """
 import json
 import os
@@ -34,7 +35,6 @@ TOTAL = 20  # tiny_test's total_steps
 #                                 after creating the file FAULT_STALL_MARKER if that is set
 # FAULT_NAN_AT_STEP=N             step N returns a NaN loss and NaN params
 # FAULT_STEP_SECONDS=S            sleep S after each step is dispatched (time to send a signal)
-# FAULT_ENTRY=cli                 run gpt2_jax.cli.main instead of experiments.main.main
 DRIVER = textwrap.dedent("""
     import asyncio, os, sys, time
 
@@ -75,9 +75,6 @@ DRIVER = textwrap.dedent("""
         train = loop.train
         loop.train = lambda *a, **k: train(*a, on_step=lambda s: time.sleep(pause), **k)
 
-    if os.environ.get("FAULT_ENTRY") == "cli":
-        from gpt2_jax import cli
-        sys.exit(cli.main(sys.argv[1:]))
     from experiments import main
     sys.exit(main.main(sys.argv[1:]))
 """)
@@ -107,8 +104,8 @@ def _main_args(workdir):
     return ["--experiment=tiny_test", "--mode=train", f"--workdir={workdir}", *[f"--config.{o}" for o in OVERRIDES]]
 
 
-def _cli_args(workdir):
-    return ["train", "--experiment", "tiny_test", "--workdir", str(workdir), *OVERRIDES]
+def _job_args(workdir):
+    return ["--experiment=tiny_test", "--mode=job", f"--workdir={workdir}", *[f"--config.{o}" for o in OVERRIDES]]
 
 
 def _run(tools, args, **faults):
@@ -187,7 +184,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_last_complete_on
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_like_an_uninterrupted_run(tools, reference, tmp_path):
-    proc = _start(tools, _cli_args(tmp_path), entry="cli", step_seconds=0.3)
+    proc = _start(tools, _job_args(tmp_path), step_seconds=0.3)
     _wait_for(lambda: len(read_jsonl(tmp_path / "metrics.jsonl")) >= 7, proc, "7 logged steps")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
@@ -200,8 +197,9 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_like_an_uninterrupted
     assert 7 <= step < TOTAL
     assert step in _steps(tmp_path) and (tmp_path / "checkpoints" / str(step) / "commit_success.txt").is_file()
     assert max(s for s, _ in _losses(tmp_path)) == step  # nothing ran past the saved step
+    assert not (tmp_path / "samples.json").exists() and not (tmp_path / "report.md").exists()
 
-    rerun = _run(tools, _cli_args(tmp_path), entry="cli")
+    rerun = _run(tools, _main_args(tmp_path))
     _assert_finishes_like_reference(rerun, tmp_path, reference, start_step=step)
 
 
@@ -221,8 +219,8 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint_being_written(too
     assert max(s for s, _ in _losses(tmp_path)) == 10  # the NaN step is not logged as a loss
 
     import jax
-    from gpt2_jax.train import checkpoint
-    params, _ = checkpoint.load_params_from_workdir(tmp_path, step=10)
+    from gpt2_jax import workdir as workdir_lib
+    params, _ = workdir_lib.load_params_from_workdir(tmp_path, step=10)
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
 
     rerun = _run(tools, _main_args(tmp_path))

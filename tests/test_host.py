@@ -59,13 +59,26 @@ def test_keep_freed_memory_reuses_a_freed_large_block_without_page_faults():
 
 
 @pytest.mark.parametrize("entry", ["cli", "experiments"])
-def test_entry_points_apply_it(monkeypatch, entry):
+def test_entry_points_apply_it_once_a_command_runs(monkeypatch, tmp_path, entry):
+    """Both entry points set the allocator when they run a command (after jax.distributed would
+    start), not for --help or --list."""
     from experiments import main as experiments_main
     from gpt2_jax import cli, host
     calls = []
     monkeypatch.setattr(host, "keep_freed_memory", lambda: calls.append(1) or True)
     if entry == "cli":
-        assert cli.main(["--help"]) == 0
+        assert cli.main(["--help"]) == 0 and calls == []
+        assert cli.main(["report", str(tmp_path)]) == 2  # not a workdir: fails after the setting
     else:
-        assert experiments_main.main(["--list"]) == 0
+        assert experiments_main.main(["--list"]) == 0 and calls == []
+        assert experiments_main.main(["--experiment=tiny_test", "--mode=train", f"--workdir={tmp_path}",
+                                      f"--config.data.source={tmp_path}/missing.txt"]) == 2
     assert calls == [1]
+
+
+def test_keep_freed_memory_is_a_cpu_only_setting(monkeypatch):
+    import jax
+
+    from gpt2_jax import host
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert host.keep_freed_memory() is False

@@ -55,10 +55,10 @@ def _main_cmd(workdir, *overrides, experiment="tiny_test", mode="train"):
 _MESH_SCRIPT = textwrap.dedent("""
     import json, pathlib, sys
     from experiments import registry
-    from gpt2_jax.train import loop
+    from gpt2_jax.train import checkpoint, loop
     root, common, meshes = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
     for name, ((d, f, t), extra) in meshes.items():
-        cfg = registry.get_config("tiny_test", overrides=common + extra + [f"mesh.data={d}", f"mesh.fsdp={f}",
+        cfg = registry.train_config("tiny_test", overrides=common + extra + [f"mesh.data={d}", f"mesh.fsdp={f}",
                                                                           f"mesh.tensor={t}"])
         s = loop.train(cfg, f"{root}/{name}")
         assert s["mesh"] == {"data": d, "fsdp": f, "tensor": t}, s["mesh"]
@@ -116,7 +116,7 @@ def test_two_processes_match_one_process_with_8_devices(reference_runs, tmp_path
 _KILL_SCRIPT = textwrap.dedent("""
     import os, pathlib, signal, sys, time
     from experiments import registry
-    from gpt2_jax.train import loop
+    from gpt2_jax.train import checkpoint, loop
     workdir = pathlib.Path(sys.argv[1])
     first_run = not (workdir / "checkpoints").exists()
     def crash(step):  # first run only: die hard at step 13, once checkpoint 10 is on disk
@@ -125,7 +125,7 @@ _KILL_SCRIPT = textwrap.dedent("""
             while not (workdir / "checkpoints" / "10" / "commit_success.txt").exists() and time.time() < deadline:
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
-    cfg = registry.get_config("tiny_test", overrides=sys.argv[2:])
+    cfg = registry.train_config("tiny_test", overrides=sys.argv[2:])
     s = loop.train(cfg, str(workdir), on_step=crash)
     print("start_step", s["start_step"], flush=True)
 """)
@@ -162,16 +162,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_nonfinite_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     from experiments import registry
+    from gpt2_jax import workdir as workdir_lib
     from gpt2_jax.train import checkpoint, loop
     # lr 0 at step 1 (warmup), then 1e30: the params blow up at step 2
-    cfg = registry.get_config("tiny_test", overrides=["optimizer.peak_lr=1e30", "optimizer.warmup_steps=2",
+    cfg = registry.train_config("tiny_test", overrides=["optimizer.peak_lr=1e30", "optimizer.warmup_steps=2",
                                                       "checkpoint_every=1", "log_every=5", "console=false"])
     with pytest.raises(TrainingError, match=r"non-finite .* at step 2;.*last good checkpoint \(step 1\)"):
         loop.train(cfg, str(tmp_path))
     ck = checkpoint.Checkpointer(tmp_path)
     assert ck.steps() == [1]
     ck.close()
-    params, _ = checkpoint.load_params_from_workdir(tmp_path)
+    params, _ = workdir_lib.load_params_from_workdir(tmp_path)
     assert all(np.isfinite(np.asarray(p)).all() for p in __import__("jax").tree.leaves(params))
 
 
@@ -180,12 +181,12 @@ def test_resume_with_another_model_is_refused_and_leaves_checkpoints_alone(tmp_p
     from gpt2_jax.errors import ConfigError
     from gpt2_jax.train import loop
     base = ["total_steps=2", "checkpoint_every=2", "log_every=1", "eval_every=0", "console=false"]
-    loop.train(registry.get_config("tiny_test", overrides=base), str(tmp_path))
+    loop.train(registry.train_config("tiny_test", overrides=base), str(tmp_path))
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").rglob("*"))
     for override, match in (("model.n_embd=128", r"n_embd=64 in checkpoints/2 but 128 in this config"),
                             ("optimizer.grad_clip=0.0", r"optimizer state in checkpoints/2 does not fit")):
         with pytest.raises(ConfigError, match=match):
-            loop.train(registry.get_config("tiny_test", overrides=base + ["total_steps=4", override]), str(tmp_path))
+            loop.train(registry.train_config("tiny_test", overrides=base + ["total_steps=4", override]), str(tmp_path))
     after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "checkpoints").rglob("*"))
     assert after == before and not (tmp_path / "checkpoints_corrupt").exists()
 
@@ -208,7 +209,7 @@ def test_readme_main_job_trains_below_unigram_entropy_and_writes_the_report(tmp_
     from gpt2_jax.data.shards import load_token_stream
     from gpt2_jax.data.sources import DataConfig
     from gpt2_jax.tokenizer import Tokenizer
-    from gpt2_jax.train.checkpoint import tokenizer_spec
+    from gpt2_jax.workdir import tokenizer_spec
     tok = Tokenizer.load(tokenizer_spec(tmp_path))
     stream = load_token_stream(DataConfig(tokenizer=tok.name), tok)
     counts = np.bincount(stream, minlength=tok.vocab_size).astype(np.float64)
@@ -243,10 +244,11 @@ def test_eval_after_training_runs_the_eval_suite_on_the_final_checkpoint(tmp_pat
     monkeypatch.setattr(runner, "run_eval", lambda model, tasks, **kw: calls.append((model, tasks, kw)) or {"ok": 1})
     config = registry.get_config("tiny_test", overrides=["eval_after_training=['lambada', 'cbt_cn']",
                                                          "job.eval_limit=5"])
-    assert job.run_evals(config, str(tmp_path)) == {"ok": 1}
+    train_cfg, job_cfg = registry.split(config)
+    assert job.run_evals(train_cfg.data.data_dir, job_cfg, str(tmp_path)) == {"ok": 1}
     (params, got_cfg), tasks, kw = calls[0]
     assert got_cfg == cfg and tasks == ["lambada", "cbt_cn"] and kw["limit"] == 5 and kw["mode"] == "paper"
     assert str(kw["output"]) == str(tmp_path / "eval" / "results.json")
     np.testing.assert_array_equal(np.asarray(params["wte"]), np.asarray(state.params["wte"]))
-    assert job.run_evals(registry.get_config("tiny_test"), str(tmp_path)) is None  # default: no evals
+    assert job.run_evals(None, registry.split(registry.get_config("tiny_test"))[1], str(tmp_path)) is None  # no evals
     assert len(calls) == 1
