@@ -215,3 +215,11 @@ def test_train_feature_without_its_extra_names_the_extra(core_venv, outside, env
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert "pip install 'gpt2-jax[train]'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_harness_without_its_extra_names_the_extra(core_venv, hf_dir, outside, env):
+    proc = run([core_venv / "bin" / "gpt2-jax", "eval", "--checkpoint", hf_dir, "--harness-tasks", "lambada_openai"],
+               cwd=outside, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert "pip install 'gpt2-jax[harness]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr

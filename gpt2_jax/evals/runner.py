@@ -54,7 +54,10 @@ def _load_model(checkpoint_or_params: Any, cfg: GPT2Config | None) -> tuple[Any,
     return checkpoint_or_params, cfg
 
 
-def _tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any):
+def checkpoint_tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any = None):
+    """The tokenizer to evaluate `checkpoint` with: `tokenizer` if given (a Tokenizer or a
+    Tokenizer.load spec), else the checkpoint dir's encoder.json + vocab.bpe, else a training
+    workdir's own, else GPT-2's BPE from the data dir."""
     from gpt2_jax.tokenizer import GPT2_VOCAB_SUBDIR, Tokenizer
     if tokenizer is not None:
         return Tokenizer.load(tokenizer)
@@ -62,6 +65,10 @@ def _tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any):
         d = pathlib.Path(checkpoint).expanduser()
         if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
             return Tokenizer.from_dir(d)
+        if d.is_dir():
+            from gpt2_jax import workdir
+            if workdir.is_workdir(d):
+                return Tokenizer.load(workdir.tokenizer_spec(d))
     return Tokenizer.from_dir(paths.data_dir(data_dir) / GPT2_VOCAB_SUBDIR)
 
 
@@ -149,7 +156,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     # Resolve every data file before loading the model, so a missing file fails fast.
     data_paths = {t: readers.resolve(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
     params, cfg = _load_model(checkpoint_or_params, cfg)
-    tok = _tokenizer(tokenizer, checkpoint_or_params, data_dir)
+    tok = checkpoint_tokenizer(tokenizer, checkpoint_or_params, data_dir)
     scorer = Scorer(params, cfg, batch_size=batch_size, layout=layout, progress=progress)
     opts = {"context": context, "stride": stride, "cbt_split": cbt_split,
             "coqa_max_new_tokens": coqa_max_new_tokens}
