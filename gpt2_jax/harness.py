@@ -34,7 +34,6 @@ require("lm_eval", extra="harness", feature=_FEATURE)
 
 import jax  # noqa: E402
 import lm_eval.models  # noqa: E402,F401  registers lm-eval's own models first (see _register)
-import numpy as np  # noqa: E402
 from lm_eval import utils as lm_utils  # noqa: E402
 from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import model_registry  # noqa: E402
