@@ -94,7 +94,7 @@ class GPT2JaxLM(TemplateLM):
         if unknown:
             raise InputError(f"unknown gpt2_jax model_args {sorted(unknown)}; accepted: checkpoint, batch_size, "
                              "max_length, max_gen_toks, tokenizer, data_dir, seed, gen_chunk, share_prefix, progress "
-                             "(e.g. --model_args checkpoint=gpt2,batch_size=16).")
+                             "(e.g. --model_args checkpoint=gpt2,max_gen_toks=128 --batch_size 16).")
         if checkpoint is None:
             raise InputError("the gpt2_jax model needs checkpoint=PATH (an HF dir, OpenAI dir, training workdir or "
                              "released name), e.g. --model_args checkpoint=gpt2.")
@@ -113,7 +113,10 @@ class GPT2JaxLM(TemplateLM):
                              f"{cfg.n_positions}; omit it or pass at most {cfg.n_positions}.")
         self._max_gen_toks = _int_arg("max_gen_toks", max_gen_toks, 256)
         self.gen_chunk = _int_arg("gen_chunk", gen_chunk, 64)
-        self.seed = int(seed)
+        try:
+            self.seed = int(seed)
+        except (TypeError, ValueError):
+            raise InputError(f"seed={seed!r} must be an integer.") from None
         self._calls = 0
         if device not in (None, "cpu") and not str(device).startswith("cuda"):
             log_once(f"gpt2_jax harness: device={device!r} is ignored; JAX uses the layout's devices.")
@@ -200,7 +203,8 @@ class GPT2JaxLM(TemplateLM):
         if kw.get("do_sample") and not sample:
             log_once("gpt2_jax harness: do_sample=True with temperature 0 decodes greedily.")
         top_k = kw.get("top_k")
-        return {"until": handle_stop_sequences(kw["until"], eos=self.tokenizer.decode([self.eot_token_id])),
+        until = handle_stop_sequences(kw["until"], eos=self.tokenizer.decode([self.eot_token_id]))
+        return {"until": [u for u in until if u],
                 "max_gen": max_gen, "temperature": float(kw["temperature"]) if sample else 0.0,
                 "top_k": int(top_k) if sample and top_k else None,
                 "top_p": float(kw["top_p"]) if sample and kw.get("top_p") is not None else None}
@@ -235,7 +239,7 @@ class GPT2JaxLM(TemplateLM):
         texts = []
         for toks in new:
             text = self.tok_decode(toks)
-            cut = min((text.find(u) for u in until if u and u in text), default=len(text))
+            cut = min((text.find(u) for u in until if u in text), default=len(text))
             texts.append(text[:cut])
         return texts
 

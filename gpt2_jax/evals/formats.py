@@ -185,9 +185,10 @@ def read_wmt14(direction: str, path: PathLike | None = None, data_dir: PathLike 
     src = resolve(f"wmt14_{direction}", "test", path, data_dir)
     ref = src.with_name(src.name.replace(f"-src.{src_lang}.", f"-ref.{tgt_lang}."))
     if ref == src or not ref.is_file():
-        raise DataError(f"no reference file {ref.name} beside {src}; the source must be named like "
-                        f"newstest2014-fren-src.{src_lang}.sgm with its newstest2014-fren-ref.{tgt_lang}.sgm beside "
-                        "it (gpt2_jax.evals.download(['wmt14_en_fr', 'wmt14_fr_en'])).")
+        want = ref.name if ref != src else f"newstest2014-fren-ref.{tgt_lang}.sgm"
+        raise DataError(f"no reference file beside {src}: expected {want}; the source must be named like "
+                        f"newstest2014-fren-src.{src_lang}.sgm with its -ref.{tgt_lang}.sgm beside it "
+                        "(gpt2_jax.evals.download(['wmt14_en_fr', 'wmt14_fr_en'])).")
     sources, refs = read_sgm(src), read_sgm(ref)
     if len(sources) != len(refs):
         raise DataError(f"{src.name} has {len(sources)} segments but {ref.name} {len(refs)}; {_REDOWNLOAD}.")

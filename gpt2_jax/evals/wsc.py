@@ -10,8 +10,10 @@ document: conditioned on end-of-text, the same in paper and harness mode.
 
 The two substituted sentences of a schema share their first tokens (the text before the
 candidate), so they go to the Scorer as two requests with that common context, which it packs
-around one copy; one more request scores the common part itself for the full score. Both scores
-come out of the same per-token log-probs: the partial score sums the tokens after the option's.
+around one copy. Both scores come out of the same per-token log-probs: the partial score sums the
+tokens after the option's. The shared part's own log-prob is the same for both candidates, so the
+comparison leaves it out; `score(..., whole=True)` adds it (one more request) for the sentences'
+actual log-probabilities.
 """
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ def _tokens(schema: WSCSchema, tok) -> tuple[list[list[int]], list[int], int]:
     return toks, starts, common
 
 
-def requests(schemas: Sequence[WSCSchema], tok, max_len: int) -> tuple[list[tuple[list[int], int]], list[tuple]]:
+def requests(schemas: Sequence[WSCSchema], tok, max_len: int,
+             whole: bool = True) -> tuple[list[tuple[list[int], int]], list[tuple]]:
     """Scorer requests of every schema, and per schema (prefix request or None, candidate request
-    ids, common prefix length, partial starts)."""
+    ids, common prefix length, partial starts); `whole`: also score the common prefix."""
     eot = tok.eot_id
     reqs, where = [], []
     for i, s in enumerate(schemas):
@@ -54,7 +57,7 @@ def requests(schemas: Sequence[WSCSchema], tok, max_len: int) -> tuple[list[tupl
             raise InputError(f"WSC schema {i} (line {s.line}) is {longest} tokens, more than the model's context of "
                              f"{max_len}; full scoring needs the whole sentence.")
         pre = None
-        if common:
+        if common and whole:
             pre = len(reqs)
             reqs.append(([eot] + toks[0][:common], common))
         cands = []
@@ -65,9 +68,10 @@ def requests(schemas: Sequence[WSCSchema], tok, max_len: int) -> tuple[list[tupl
     return reqs, where
 
 
-def score(scorer: Scorer, tok, schemas: Sequence[WSCSchema]) -> np.ndarray:
-    """[n, 2 candidates, 2] log-probabilities: (full, partial) of each substituted sentence."""
-    reqs, where = requests(schemas, tok, scorer.cfg.n_positions)
+def score(scorer: Scorer, tok, schemas: Sequence[WSCSchema], whole: bool = True) -> np.ndarray:
+    """[n, 2 candidates, 2] log-probabilities: (full, partial) of each substituted sentence; without
+    `whole`, the full scores leave out the log-prob of the tokens both sentences share."""
+    reqs, where = requests(schemas, tok, scorer.cfg.n_positions, whole)
     scored = scorer.score(reqs, desc="wsc273")
     out = np.zeros((len(schemas), 2, 2))
     for i, (pre, cands, common, starts) in enumerate(where):
@@ -80,7 +84,7 @@ def score(scorer: Scorer, tok, schemas: Sequence[WSCSchema]) -> np.ndarray:
 
 def evaluate(scorer: Scorer, tok, schemas: Sequence[WSCSchema], mode: str = "paper") -> dict[str, Any]:
     """Accuracies (percent) of full and partial scoring; `acc` = partial (both modes)."""
-    lp = score(scorer, tok, schemas)
+    lp = score(scorer, tok, schemas, whole=False)  # the shared prefix cannot change a comparison
     gold = np.array([s.gold for s in schemas])
     full = 100.0 * float(np.mean(lp[:, :, 0].argmax(axis=1) == gold))
     partial = 100.0 * float(np.mean(lp[:, :, 1].argmax(axis=1) == gold))
