@@ -90,6 +90,25 @@ def env(tmp_path_factory):
     return {"ckpt": ckpt, "tasks": tasks, "hf": hf, "ours": ours, "tm": tm}
 
 
+@pytest.fixture(scope="module")
+def bad_tasks(env, tmp_path_factory):
+    """Task YAMLs whose data is on the Hub (offline here), missing, or longer than the context."""
+    tmp_path = tmp_path_factory.mktemp("bad")
+    bad = tmp_path / "tasks"
+    bad.mkdir()
+    (bad / "hub.yaml").write_text("include: " + str(env["tasks"] / "lambada_openai.yaml") +
+                                  "\ntask: lambada_hub\ndataset_path: EleutherAI/lambada_openai\n"
+                                  "dataset_name: default\ndataset_kwargs: null\n")
+    (bad / "gone.yaml").write_text("include: " + str(env["tasks"] / "lambada_openai.yaml") + "\ntask: lambada_gone\n"
+                                   f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'missing.jsonl'}\n")
+    _jsonl(tmp_path / "long.jsonl", [{"text": "x", "target": " word" * 200}])
+    (bad / "long.yaml").write_text(f"task: long_target\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                                   f"    test: {tmp_path / 'long.jsonl'}\noutput_type: loglikelihood\ntest_split: test\n"
+                                   "doc_to_text: '{{text}}'\ndoc_to_target: '{{target}}'\nmetric_list:\n"
+                                   "  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n")
+    return bad
+
+
 def _rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
@@ -193,6 +212,54 @@ def test_shared_prefix_equals_whole_requests(env):
     assert shared_tokens < whole.scorer.stats.forward_tokens
 
 
+_SHARDED = """
+import json, sys
+from gpt2_jax import harness
+from gpt2_jax.sharding import data_parallel
+from lm_eval.api.instance import Instance
+lm = harness.GPT2JaxLM(checkpoint=sys.argv[1], batch_size=3, layout=data_parallel())
+assert lm.scorer.layout.data_parallel_size == 2
+args = json.loads(sys.argv[2])
+out = {}
+for kind, reqs in args.items():
+    inst = [Instance(request_type=kind, doc={}, arguments=tuple(a), idx=0, metadata=("t", i, 1)) for i, a in enumerate(reqs)]
+    out[kind] = getattr(lm, kind)(inst)
+print(json.dumps(out))
+"""
+
+
+def test_sharded_over_two_devices_equals_one(env):
+    """The same requests on a 2-device data-parallel layout (a subprocess with 2 CPU devices)."""
+    import subprocess
+    import sys
+    reqs = {"loglikelihood": [["Question: Which is a mammal?\nAnswer:", " whale"], ["Question: Which is a mammal?\nAnswer:",
+                                                                                    " shark"], ["", "Hello world"]],
+            "loglikelihood_rolling": [[" word" * 300], ["The quick brown fox."]],
+            "generate_until": [["Once upon a time", {"until": ["\n"], "max_gen_toks": 9}],
+                               ["The meaning of life is", {"until": [], "max_gen_toks": 5}]]}
+    env_vars = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+                    PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", _SHARDED, str(env["ckpt"]), json.dumps(reqs)], env=env_vars,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = env["ours"]
+    for (a, ga), (b, gb) in zip(got["loglikelihood"], ours.loglikelihood(_reqs("loglikelihood", [tuple(r) for r in
+                                                                                                reqs["loglikelihood"]]))):
+        assert _rel(a, b) <= 1e-5 and ga == gb
+    ref = ours.loglikelihood_rolling(_reqs("loglikelihood_rolling", [tuple(r) for r in reqs["loglikelihood_rolling"]]))
+    assert all(_rel(a, b) <= 1e-5 for a, b in zip(got["loglikelihood_rolling"], ref))
+    assert got["generate_until"] == ours.generate_until(_reqs("generate_until", [tuple(r) for r in
+                                                                                 reqs["generate_until"]]))
+
+
+def test_simple_evaluate_by_registered_name(env):
+    res = lm_eval.simple_evaluate(model="gpt2_jax", model_args={"checkpoint": str(env["ckpt"])}, batch_size=4,
+                                  tasks=["arc_easy"], limit=2, task_manager=env["tm"], bootstrap_iters=0)
+    ref = harness.evaluate(env["ours"], "arc_easy", include_path=env["tasks"], limit=2, bootstrap_iters=0)
+    assert res["results"]["arc_easy"]["acc,none"] == ref["results"]["arc_easy"]["acc,none"]
+
+
 def test_bad_requests_give_one_clear_error(env):
     ours = env["ours"]
     with pytest.raises(InputError, match=r"continuation has 200 tokens, more than the model's context max_length=128"):
@@ -205,7 +272,7 @@ def test_bad_requests_give_one_clear_error(env):
         harness.GPT2JaxLM(pretrained="gpt2")
 
 
-def test_evaluate_and_its_errors(env, tmp_path):
+def test_evaluate_and_its_errors(env, bad_tasks, tmp_path):
     """evaluate() runs local tasks without lm-eval's task index; an unknown task, a task whose data
     is not here offline, and a request longer than the context are one clear error each."""
     out = tmp_path / "h.json"
@@ -213,18 +280,7 @@ def test_evaluate_and_its_errors(env, tmp_path):
     assert res["results"]["arc_easy"]["sample_len"] == 3
     assert json.loads(out.read_text())["results"]["arc_easy"]["acc,none"] == res["results"]["arc_easy"]["acc,none"]
     assert "arc_easy" in harness.table(res)
-    bad = tmp_path / "tasks"
-    bad.mkdir()
-    (bad / "hub.yaml").write_text("include: " + str(env["tasks"] / "lambada_openai.yaml") +
-                                  "\ntask: lambada_hub\ndataset_path: EleutherAI/lambada_openai\n"
-                                  "dataset_name: default\ndataset_kwargs: null\n")
-    (bad / "gone.yaml").write_text("include: " + str(env["tasks"] / "lambada_openai.yaml") + "\ntask: lambada_gone\n"
-                                   f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'missing.jsonl'}\n")
-    _jsonl(tmp_path / "long.jsonl", [{"text": "x", "target": " word" * 200}])
-    (bad / "long.yaml").write_text(f"task: long_target\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-                                   f"    test: {tmp_path / 'long.jsonl'}\noutput_type: loglikelihood\ntest_split: test\n"
-                                   "doc_to_text: '{{text}}'\ndoc_to_target: '{{target}}'\nmetric_list:\n"
-                                   "  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n")
+    bad = bad_tasks
     for task in ("lambada_hub", "lambada_gone"):
         with pytest.raises(DataError, match=rf"harness task '{task}' needs data that is not available here .*"
                                             "dataset_path: json"):
@@ -253,7 +309,7 @@ def test_gpt2_jax_eval_harness_tasks(env, tmp_path, capsys):
     assert len(err) == 1 and "unknown harness task(s) 'nope_task'" in err[0]
 
 
-def test_python_m_gpt2_jax_harness(env, capsys):
+def test_python_m_gpt2_jax_harness(env, bad_tasks, capsys):
     """lm-eval's own CLI with the model registered: a table, and unknown tasks as one line."""
     args = ["--model", "gpt2_jax", "--model_args", f"checkpoint={env['ckpt']}", "--include_path", str(env["tasks"]),
             "--limit", "2", "--batch_size", "4"]
@@ -262,3 +318,7 @@ def test_python_m_gpt2_jax_harness(env, capsys):
     assert harness.main(args + ["--tasks", "arc_esy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m gpt2_jax.harness: error: Tasks not found: arc_esy")
+    args[args.index("--include_path") + 1] = str(bad_tasks)
+    assert harness.main(args + ["--tasks", "lambada_hub"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m gpt2_jax.harness: error: a harness task needs data that is not available")
