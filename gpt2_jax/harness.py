@@ -16,7 +16,8 @@ lm-eval 0.4.13 has no model plugins: its own `lm_eval` command only knows the mo
 `lm_eval --model gpt2_jax` fails; `python -m gpt2_jax.harness` is that command with this model
 registered (upstream added plugin registration after 0.4.13, EleutherAI/lm-evaluation-harness#4013).
 Every process of a multi-process run evaluates every request (rank 0 of world size 1 to lm-eval):
-the batches are split over the devices of all processes instead.
+the batches are split over the devices of all processes instead. `evaluate` writes its output from
+process 0 only; lm-eval's command writes `--output_path` from every process, so give each its own.
 """
 from __future__ import annotations
 

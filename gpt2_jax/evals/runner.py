@@ -23,7 +23,7 @@ import jax
 from gpt2_jax import paths
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.evals import cbt, cnn_dm, coqa, formats, lambada, lm_ppl, nq, readers, wmt, wsc
+from gpt2_jax.evals import cbt, cnn_dm, coqa, formats, lambada, lm_ppl, nq, readers, textgen, wmt, wsc
 from gpt2_jax.evals.scoring import Scorer
 from gpt2_jax.sharding import Layout
 
@@ -173,6 +173,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
         raise InputError(f"limit={limit!r} must be a positive integer (or None for everything).")
     # Resolve every data file before loading the model, so a missing file fails fast.
     data_paths = {t: _data_path(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
+    textgen.require_metrics(names)
     params, cfg = _load_model(checkpoint_or_params, cfg)
     tok = checkpoint_tokenizer(tokenizer, checkpoint_or_params, data_dir)
     scorer = Scorer(params, cfg, batch_size=batch_size, layout=layout, progress=progress)

@@ -59,12 +59,22 @@ def example_indices(i: int, n_items: int, k: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- metrics
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_PACKAGES = {"cnn_dm": ("rouge_score.rouge_scorer", "CNN/DailyMail ROUGE"), "wmt14_en_fr": ("sacrebleu", "WMT-14 BLEU"),
+             "wmt14_fr_en": ("sacrebleu", "WMT-14 BLEU")}
+
+
+def require_metrics(tasks) -> None:
+    """Import the metric packages of `tasks` now (MissingExtra naming [evals] if absent), so a
+    core install fails before it evaluates rather than after."""
+    for task in tasks:
+        if task in _PACKAGES:
+            require(_PACKAGES[task][0], extra="evals", feature=_PACKAGES[task][1])
 
 
 def rouge(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Mean ROUGE F1 (percent) by rouge-score with Porter stemming; texts are their sentences
     joined by newlines (rougeLsum is summary-level ROUGE-L over those sentences)."""
-    rouge_scorer = require("rouge_score.rouge_scorer", extra="evals", feature="CNN/DailyMail ROUGE")
+    rouge_scorer = require(*_PACKAGES["cnn_dm"][:1], extra="evals", feature=_PACKAGES["cnn_dm"][1])
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for pred, ref in zip(predictions, references):
@@ -77,7 +87,7 @@ def rouge(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[st
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU by sacrebleu with its defaults (13a tokenization, one reference)."""
-    sacrebleu = require("sacrebleu", extra="evals", feature="WMT-14 BLEU")
+    sacrebleu = require(_PACKAGES["wmt14_en_fr"][0], extra="evals", feature=_PACKAGES["wmt14_en_fr"][1])
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
 
 
