@@ -4,8 +4,9 @@ overlap, train-tokenizer, report), each a registered (add_arguments, run) pair.
 `add_arguments(parser)` declares a subcommand's flags and `run(args)` does the work (heavy imports
 inside `run`); only the chosen subcommand's flags are declared, so `gpt2-jax --help` stays fast.
 `report_errors` (errors.report_errors) is the one error path of every entry point (this CLI, the
-repo's experiments.main, `python -m gpt2_jax.harness`): a `UserError` becomes one line `PROG: error: <message>` and exit status 2, as
-argparse errors do; a `TrainingError` (e.g. a non-finite loss) one line and status 1.
+repo's experiments.main, `python -m gpt2_jax.harness`): a `UserError` becomes one line
+`PROG: error: <message>` and exit status 2, as argparse errors do; a `TrainingError` (e.g. a
+non-finite loss) one line and status 1.
 """
 from __future__ import annotations
 

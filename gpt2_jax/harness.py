@@ -155,11 +155,11 @@ class GPT2JaxLM(TemplateLM):
         return self.tokenizer.decode([int(t) for t in tokens if int(t) != self.eot_token_id])
 
     # ------------------------------------------------------------------ scoring
-    def _score(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """(sum log p, all greedy) of each (context, continuation) token pair: the model reads the
-        last max_length tokens of context + continuation[:-1]."""
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        """(sum log p, all greedy) of each (strings, context ids, continuation ids): the model reads
+        the last max_length tokens of context + continuation[:-1]."""
         seqs = []
-        for i, (ctx, cont) in enumerate(requests):
+        for i, (_, ctx, cont) in enumerate(requests):
             if not cont:
                 raise InputError(f"loglikelihood request {i} has an empty continuation; there is nothing to score.")
             if len(cont) > self.max_length:
@@ -169,14 +169,11 @@ class GPT2JaxLM(TemplateLM):
             seqs.append(((list(ctx) + list(cont))[-(self.max_length + 1):], len(cont)))
         return [(float(s.logp.sum()), bool(s.greedy.all())) for s in self.scorer.score(seqs, desc="loglikelihood")]
 
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
-        return self._score([(ctx, cont) for _, ctx, cont in requests])
-
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Total log p of each string over lm-eval's disjoint max_length windows, the first one
         conditioned on end-of-text."""
         windows, owner = [], []
-        for i, (string,) in enumerate(r.args for r in requests):
+        for i, string in enumerate(r.args[0] for r in requests):
             for seq, n in rolling_requests(self.tok_encode(string), self.prefix_token_id, self.max_length,
                                            self.max_length):
                 windows.append((seq, n))

@@ -47,7 +47,8 @@ def test_wmt14_pairs_are_read_as_sacrebleu_reads_them(tmp_path):
         pairs = formats.read_wmt14(direction, root / f"newstest2014-fren-{src}.sgm")
         for name, column in ((src, 0), (ref, 1)):
             out = tmp_path / f"{name}.txt"
-            FakeSGMLDataset.__new__(FakeSGMLDataset)._convert_format(str(root / f"newstest2014-fren-{name}.sgm"), str(out))
+            reader = FakeSGMLDataset.__new__(FakeSGMLDataset)
+            reader._convert_format(str(root / f"newstest2014-fren-{name}.sgm"), str(out))
             assert [p[column] for p in pairs] == out.read_text().splitlines()
     assert pairs[2][1] == "The weather is nice today."  # whitespace collapsed, as sacrebleu does
     assert formats.read_wmt14("en_fr", root / "newstest2014-fren-src.en.sgm")[0] == S.PAIRS[0]

@@ -83,8 +83,11 @@ def env(tmp_path_factory):
                                          f"dataset_kwargs:\n  data_files:\n    test: {tasks / 'arc.jsonl'}\n"
                                          "training_split: null\nvalidation_split: null\n")
     (tasks / "lambada_gen_local.yaml").write_text(GEN_TASK.format(lambada=f"{DATA}/lambada/lambada_test.jsonl"))
+    # logits_cache=False: with its cache, HFLM scores a request whose ctx + cont[:-1] equals a longer
+    # one's by the representative's first len(cont) positions instead of its last (lm-eval 0.4.13,
+    # huggingface.py _loglikelihood_tokens); gpt2_jax gives the uncached, correct value.
     hf = HFLM(pretrained=str(ckpt), backend="causal", device="cpu", batch_size=4, dtype="float32",
-              logits_cache=False)  # its logits cache mis-scores shorter continuations (notes §5)
+              logits_cache=False)
     ours = harness.GPT2JaxLM(checkpoint=str(ckpt), batch_size=4)
     tm = harness.task_manager(tasks, defaults=False)
     return {"ckpt": ckpt, "tasks": tasks, "hf": hf, "ours": ours, "tm": tm}
@@ -103,7 +106,8 @@ def bad_tasks(env, tmp_path_factory):
                                    f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'missing.jsonl'}\n")
     _jsonl(tmp_path / "long.jsonl", [{"text": "x", "target": " word" * 200}])
     (bad / "long.yaml").write_text(f"task: long_target\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-                                   f"    test: {tmp_path / 'long.jsonl'}\noutput_type: loglikelihood\ntest_split: test\n"
+                                   f"    test: {tmp_path / 'long.jsonl'}\n"
+                                   "output_type: loglikelihood\ntest_split: test\n"
                                    "doc_to_text: '{{text}}'\ndoc_to_target: '{{target}}'\nmetric_list:\n"
                                    "  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n")
     return bad
@@ -191,7 +195,8 @@ def test_sampling_follows_its_arguments(env):
     a, b = ours.generate_until(reqs), ours.generate_until(reqs)
     assert all("\n" not in t and len(ours.tokenizer.encode(t)) <= 10 for t in a + b)
     assert a != b or len(set(a)) > 1  # fresh keys per call and per row
-    greedy = ours.generate_until(_reqs("generate_until", [("The weather today", {"until": ["\n"], "max_gen_toks": 10})]))
+    greedy = ours.generate_until(_reqs("generate_until", [("The weather today", {"until": ["\n"],
+                                                                                 "max_gen_toks": 10})]))
     assert greedy[0] != a[0] or greedy[0] != a[1]
 
 
@@ -222,7 +227,8 @@ assert lm.scorer.layout.data_parallel_size == 2
 args = json.loads(sys.argv[2])
 out = {}
 for kind, reqs in args.items():
-    inst = [Instance(request_type=kind, doc={}, arguments=tuple(a), idx=0, metadata=("t", i, 1)) for i, a in enumerate(reqs)]
+    inst = [Instance(request_type=kind, doc={}, arguments=tuple(a), idx=0, metadata=("t", i, 1))
+            for i, a in enumerate(reqs)]
     out[kind] = getattr(lm, kind)(inst)
 print(json.dumps(out))
 """
@@ -232,8 +238,8 @@ def test_sharded_over_two_devices_equals_one(env):
     """The same requests on a 2-device data-parallel layout (a subprocess with 2 CPU devices)."""
     import subprocess
     import sys
-    reqs = {"loglikelihood": [["Question: Which is a mammal?\nAnswer:", " whale"], ["Question: Which is a mammal?\nAnswer:",
-                                                                                    " shark"], ["", "Hello world"]],
+    q = "Question: Which is a mammal?\nAnswer:"
+    reqs = {"loglikelihood": [[q, " whale"], [q, " shark"], ["", "Hello world"]],
             "loglikelihood_rolling": [[" word" * 300], ["The quick brown fox."]],
             "generate_until": [["Once upon a time", {"until": ["\n"], "max_gen_toks": 9}],
                                ["The meaning of life is", {"until": [], "max_gen_toks": 5}]]}
@@ -244,8 +250,8 @@ def test_sharded_over_two_devices_equals_one(env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     ours = env["ours"]
-    for (a, ga), (b, gb) in zip(got["loglikelihood"], ours.loglikelihood(_reqs("loglikelihood", [tuple(r) for r in
-                                                                                                reqs["loglikelihood"]]))):
+    ref = ours.loglikelihood(_reqs("loglikelihood", [tuple(r) for r in reqs["loglikelihood"]]))
+    for (a, ga), (b, gb) in zip(got["loglikelihood"], ref):
         assert _rel(a, b) <= 1e-5 and ga == gb
     ref = ours.loglikelihood_rolling(_reqs("loglikelihood_rolling", [tuple(r) for r in reqs["loglikelihood_rolling"]]))
     assert all(_rel(a, b) <= 1e-5 for a, b in zip(got["loglikelihood_rolling"], ref))

@@ -51,7 +51,8 @@ def _xml_schemas(p: pathlib.Path) -> list[WSCSchema]:
     try:
         root = ET.parse(p).getroot()
     except ET.ParseError as e:
-        raise DataError(f"{p}:{e.position[0]}: not valid XML ({e}); expected WSCollection.xml: {_REDOWNLOAD}.") from None
+        raise DataError(f"{p}:{e.position[0]}: not valid XML ({e}); expected WSCollection.xml: "
+                        f"{_REDOWNLOAD}.") from None
     out = []
     for i, s in enumerate(root.iter("schema")):
         txt1, pron, txt2 = (_ws(s.findtext(f"text/{k}")) for k in ("txt1", "pron", "txt2"))

@@ -25,6 +25,7 @@ CNN_DM_STORIES = "https://huggingface.co/datasets/cnn_dailymail/resolve/11343c37
 WMT14_URL = "https://statmt.org/wmt14/test-full.tgz"
 WMT14_SGM = "test-full/newstest2014-fren"
 NQ_REPO = "https://raw.githubusercontent.com/google-research-datasets/natural-questions/master"
+NQ_FULL = "https://storage.googleapis.com/natural_questions/v1.0/dev"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +72,9 @@ SOURCES: dict[tuple[str, str], Source] = {
     ("wmt14_fr_en", "test"): Source(f"wmt14/{WMT14_SGM}-src.fr.sgm", WMT14_URL, f"{WMT14_SGM}-src.fr.sgm"),
     ("wmt14_fr_en", "ref"): Source(f"wmt14/{WMT14_SGM}-ref.en.sgm", WMT14_URL, f"{WMT14_SGM}-ref.en.sgm"),
     # Natural Questions: NQ-Open's "original dev" (the 3,610 NQ dev questions with short answers of
-    # at most 5 tokens, Lee et al. 2019); the full official dev set (5 shards, ~1 GB) is `nq_full`.
+    # at most 5 tokens, Lee et al. 2019); the full official dev set (5 shards) is `nq_full`.
     ("nq", "dev"): Source("nq/NQ-open.dev.jsonl", f"{NQ_REPO}/nq_open/NQ-open.dev.jsonl"),
-    **{("nq_full", f"dev-{i:02d}"): Source(f"nq/v1.0/dev/nq-dev-{i:02d}.jsonl.gz",
-                                           f"https://storage.googleapis.com/natural_questions/v1.0/dev/nq-dev-{i:02d}.jsonl.gz")
+    **{("nq_full", f"dev-{i:02d}"): Source(f"nq/v1.0/dev/nq-dev-{i:02d}.jsonl.gz", f"{NQ_FULL}/nq-dev-{i:02d}.jsonl.gz")
        for i in range(5)},
 }
 
