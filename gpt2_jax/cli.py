@@ -3,20 +3,20 @@ overlap, train-tokenizer, report), each a registered (add_arguments, run) pair.
 
 `add_arguments(parser)` declares a subcommand's flags and `run(args)` does the work (heavy imports
 inside `run`); only the chosen subcommand's flags are declared, so `gpt2-jax --help` stays fast.
-`report_errors` is the one error path of every entry point (this CLI and the repo's
-experiments.main): a `UserError` becomes one line `PROG: error: <message>` and exit status 2, as
-argparse errors do; a `TrainingError` (e.g. a non-finite loss) one line and status 1.
+`report_errors` (errors.report_errors) is the one error path of every entry point (this CLI, the
+repo's experiments.main, `python -m gpt2_jax.harness`): a `UserError` becomes one line
+`PROG: error: <message>` and exit status 2, as argparse errors do; a `TrainingError` (e.g. a
+non-finite loss) one line and status 1.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import sys
 from typing import Callable, NamedTuple, Sequence
 
-from gpt2_jax import host
-from gpt2_jax.errors import TrainingError, UserError
+from gpt2_jax import errors, host
+from gpt2_jax.errors import UserError
 
 PROG = "gpt2-jax"
 
@@ -120,8 +120,17 @@ register("convert", "convert a checkpoint to HF safetensors or OpenAI TF format"
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="HF dir, OpenAI dir, training workdir, or a released name (gpt2 ... gpt2-xl)")
-    p.add_argument("--tasks", default="lambada,wikitext2,ptb",
-                   help="comma-separated: lambada,cbt_cn,cbt_ne,wikitext2,wikitext103,ptb,coqa,enwik8,text8 or all")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated: lambada,cbt_cn,cbt_ne,wikitext2,wikitext103,ptb,coqa,enwik8,text8,"
+                        "wsc273,cnn_dm,wmt14_en_fr,wmt14_fr_en,nq or all (default: lambada,wikitext2,ptb "
+                        "unless --harness-tasks is given)")
+    p.add_argument("--harness-tasks", default=None, metavar="T1,T2",
+                   help="lm-evaluation-harness tasks (needs the [harness] extra); results go to "
+                        "OUTPUT_STEM_harness.json")
+    p.add_argument("--harness-include-path", default=None, metavar="DIR",
+                   help="directory of local lm-eval task YAMLs (e.g. dataset_path: json for offline runs)")
+    p.add_argument("--harness-fewshot", type=int, default=None, metavar="K",
+                   help="few-shot examples per harness task (default: each task's own)")
     p.add_argument("--mode", choices=("paper", "harness"), default="paper",
                    help="paper: the GPT-2 paper's protocols; harness: lm-eval-harness definitions")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="official test files (default $GPT2_JAX_DATA_DIR)")
@@ -152,10 +161,22 @@ def _eval(args: argparse.Namespace) -> int:
         files[task] = path
     tok = _tokenizer_for(args.checkpoint, args.vocab_dir) if (args.vocab_dir or pathlib.Path(
         args.checkpoint).expanduser().is_dir()) else None
-    run_eval(args.checkpoint, args.tasks, args.mode, args.data_dir, args.output, args.limit,
-             files=files, batch_size=args.batch_size, tokenizer=tok, context=args.context,
-             stride=args.stride, cbt_split=args.cbt_split)
-    print(f"wrote {args.output}")
+    tasks = args.tasks if args.tasks is not None or args.harness_tasks else "lambada,wikitext2,ptb"
+    harness_out = pathlib.Path(args.output).with_name(pathlib.Path(args.output).stem + "_harness.json")
+    if args.harness_tasks:  # fail on unknown harness tasks before any evaluation runs
+        from gpt2_jax import harness
+        harness.resolve_tasks(args.harness_tasks, args.harness_include_path)
+    if tasks:
+        run_eval(args.checkpoint, tasks, args.mode, args.data_dir, args.output, args.limit,
+                 files=files, batch_size=args.batch_size, tokenizer=tok, context=args.context,
+                 stride=args.stride, cbt_split=args.cbt_split)
+        print(f"wrote {args.output}")
+    if args.harness_tasks:
+        results = harness.evaluate(args.checkpoint, args.harness_tasks, include_path=args.harness_include_path,
+                                   limit=args.limit, num_fewshot=args.harness_fewshot, output=harness_out,
+                                   batch_size=args.batch_size, tokenizer=tok, data_dir=args.data_dir)
+        print(harness.table(results))
+        print(f"wrote {harness_out}")
     return 0
 
 
@@ -237,22 +258,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(e: BaseException) -> str:
-    return re.sub(r"\s*\n\s*", " ", str(e).strip())
-
-
 def report_errors(run: Callable[[], int | None], prog: str = PROG) -> int:
-    """Call `run()` and return its exit status: a UserError prints `PROG: error: ...` and gives 2,
-    a TrainingError `PROG: training stopped: ...` and 1; nothing else is caught (a bug keeps its
-    traceback)."""
-    try:
-        return int(run() or 0)
-    except UserError as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except TrainingError as e:  # the message says what was kept and what to do
-        print(f"{prog}: training stopped: {one_line(e)}", file=sys.stderr)
-        return 1
+    """errors.report_errors with this command's name: a UserError is one line and status 2."""
+    return errors.report_errors(run, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,9 @@ expected and the fix; the CLI prints it as one line and exits with status 2. A f
 slower or different path (a kernel, a mesh layout, a prefetcher) is logged once by `log_once`."""
 import functools
 import logging
+import re
+import sys
+from typing import Callable
 
 _log = logging.getLogger("gpt2_jax")
 
@@ -41,3 +44,21 @@ class InputError(UserError, ValueError):
 
 class TrainingError(RuntimeError):
     """A run that cannot continue (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def one_line(e: BaseException) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(e).strip())
+
+
+def report_errors(run: Callable[[], int | None], prog: str) -> int:
+    """Call `run()` and return its exit status: a UserError prints `PROG: error: ...` and gives 2,
+    a TrainingError `PROG: training stopped: ...` and 1; nothing else is caught (a bug keeps its
+    traceback). The one error path of every entry point (gpt2-jax, experiments.main, the harness)."""
+    try:
+        return int(run() or 0)
+    except UserError as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except TrainingError as e:  # the message says what was kept and what to do
+        print(f"{prog}: training stopped: {one_line(e)}", file=sys.stderr)
+        return 1

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import evals_samples as S
 from evals_reference import model
 from gpt2_jax.errors import CheckpointError, DataError, InputError
 from gpt2_jax.evals import lambada, readers
@@ -17,7 +18,10 @@ def _files(data_dir, tmp_path):
     (tmp_path / "text8").write_bytes(" ".join(rng.choice(words, 20000)).encode())  # 5% = ~6 KB
     (tmp_path / "enwik8").write_bytes("\n".join("<text>" + " ".join(rng.choice(words, 9)) + " café</text>"
                                                 for _ in range(2000)).encode())
-    return {"cbt_cn": data_dir / "cbt/samples/cbtest_CN_valid_2000ex.excerpt1.txt",
+    wmt = S.write_wmt(tmp_path / "wmt")
+    return {"cnn_dm": S.write_cnn_dm(tmp_path / "cnn_dm"), "nq": S.write_nq(tmp_path / "nq")[0],
+            "wmt14_en_fr": wmt / "newstest2014-fren-src.en.sgm", "wmt14_fr_en": wmt / "newstest2014-fren-src.fr.sgm",
+            "cbt_cn": data_dir / "cbt/samples/cbtest_CN_valid_2000ex.excerpt1.txt",
             "cbt_ne": data_dir / "cbt/samples/cbtest_NE_valid_2000ex.excerpt1.txt",
             "coqa": data_dir / "coqa/samples/coqa-dev-v1.0.excerpt1story.json",
             "enwik8": tmp_path / "enwik8", "text8": tmp_path / "text8"}
@@ -32,10 +36,16 @@ def test_all_tasks_end_to_end(data_dir, tmp_path):
     assert json.loads(out.read_text()) == res  # results.json maps each task to its metrics
     for task, keys in {"lambada": {"acc", "ppl", "n"}, "cbt_cn": {"acc", "n"}, "wikitext2": {"ppl", "n"},
                        "ptb": {"ppl", "n"}, "coqa": {"f1", "em", "n"}, "enwik8": {"bpb", "n"},
-                       "text8": {"bpb", "n"}}.items():
+                       "text8": {"bpb", "n"}, "wsc273": {"acc", "acc_full", "acc_partial", "n"},
+                       "cnn_dm": {"rouge1", "rouge2", "rougeL", "rougeLsum", "random3_rouge1", "n"},
+                       "wmt14_en_fr": {"bleu", "n"}, "wmt14_fr_en": {"bleu", "n"}, "nq": {"em", "n"}}.items():
         assert keys <= set(res[task]), task
     assert res["lambada"]["n"] == 4 and res["coqa"]["n"] == 4 and res["cbt_ne"]["n"] == 1
     assert res["enwik8"]["n"] == 4000 and res["text8"]["n"] == 4000  # limit 4 -> first 4 KB
+    assert res["wsc273"]["n"] == res["wmt14_fr_en"]["n"] == res["nq"]["n"] == 4
+    assert res["cnn_dm"]["n"] == 3  # the 4 urls: one story has no article text
+    assert len(json.loads((out.parent / "results_cnn_dm_predictions.json").read_text())) == 3
+    assert len(json.loads((out.parent / "results_wmt14_en_fr_predictions.json").read_text())) == 4
     first4 = readers.read_lambada(data_dir=data_dir)[:4]
     assert res["lambada"]["ppl"] == pytest.approx(lambada.evaluate(model()[2], tok, first4, "paper")["ppl"])
     md = out.with_suffix(".md").read_text()

@@ -215,3 +215,23 @@ def test_train_feature_without_its_extra_names_the_extra(core_venv, outside, env
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert "pip install 'gpt2-jax[train]'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_harness_without_its_extra_names_the_extra(core_venv, hf_dir, outside, env):
+    proc = run([core_venv / "bin" / "gpt2-jax", "eval", "--checkpoint", hf_dir, "--harness-tasks", "lambada_openai"],
+               cwd=outside, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert "pip install 'gpt2-jax[harness]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_generation_metrics_without_their_extra_name_the_extra(core_venv, hf_dir, outside, env, data_dir):
+    src = outside / "wmt" / "newstest2014-fren-src.en.sgm"
+    src.parent.mkdir()
+    src.write_text('<seg id="1">Hello</seg>\n')
+    (src.parent / "newstest2014-fren-ref.fr.sgm").write_text('<seg id="1">Bonjour</seg>\n')
+    proc = run([core_venv / "bin" / "gpt2-jax", "eval", "--checkpoint", hf_dir, "--tasks", "wmt14_en_fr",
+                "--file", f"wmt14_en_fr={src}", "--output", outside / "w.json"], cwd=outside, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert "WMT-14 BLEU needs the package 'sacrebleu'" in proc.stderr and "gpt2-jax[evals]" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr

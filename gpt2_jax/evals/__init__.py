@@ -1,4 +1,5 @@
-"""The GPT-2 paper's zero-shot evaluation suite (Table 3 + CoQA) and the §4 overlap analysis.
+"""The GPT-2 paper's zero-shot evaluation suite (Table 3, CoQA, Winograd, CNN/DailyMail, WMT-14,
+Natural Questions) and the §4 overlap analysis.
 
 `run_eval` (runner.py) evaluates one model on tasks in `paper` or `harness` mode; `overlap_report`
 (overlap.py) measures test-set 8-gram overlap with a training corpus; `download` (fetch.py) fetches the

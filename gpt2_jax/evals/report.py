@@ -1,5 +1,6 @@
-"""results.json -> a Markdown table beside the paper's Table 3 row for the matching model size, and
-a PNG chart (one panel per metric: ours vs the paper)."""
+"""results.json -> a Markdown table beside the paper's numbers for all four GPT-2 sizes (Table 3,
+§3.4-3.8; the matching or nearest size marked), and a PNG chart (one panel per metric: ours vs
+that size)."""
 from __future__ import annotations
 
 import os
@@ -27,22 +28,28 @@ def rows(results: dict[str, dict[str, Any]], cfg: GPT2Config) -> tuple[str, bool
     for col, (title, task, key, lower) in paper.COLUMNS.items():
         if task is None or task not in results:
             continue
-        out.append((title, task, _ours(results, task, key), paper.TABLE3[size].get(col), lower))
+        out.append((title, task, _ours(results, task, key), paper.published(size).get(col), lower))
     return size, exact, out
 
 
 def markdown(results: dict[str, dict[str, Any]], cfg: GPT2Config, mode: str) -> str:
-    size, exact, table = rows(results, cfg)
-    note = "" if exact else (f" (this model, n_layer={cfg.n_layer} n_embd={cfg.n_embd}, is not a paper size; "
-                             f"nearest shown)")
+    size, exact, _ = rows(results, cfg)
+    note = (f"this model matches GPT-2 {size}" if exact else
+            f"this model (n_layer={cfg.n_layer} n_embd={cfg.n_embd}) is not a paper size; nearest: {size}")
+    sizes = list(paper.SIZES)
     lines = [f"# Zero-shot evaluation ({mode} mode)", "",
-             f"Paper column: GPT-2 {size}, Table 3 of Radford et al. 2019{note}.", "",
-             "| task | ours | paper | seconds |", "|---|---:|---:|---:|"]
+             f"Paper columns: GPT-2 {', '.join(sizes)} of Radford et al. 2019 (Table 3, §3.4-3.8, Table 4); "
+             f"{note} (**bold**); — where the paper has no number for that size; the random-3 baseline uses no "
+             "model, so its row repeats Table 4's.", "",
+             "| task | ours | " + " | ".join(f"**{s}**" if s == size else s for s in sizes) + " | seconds |",
+             "|---|---:|" + "---:|" * len(sizes) + "---:|"]
     fmt = lambda v: "—" if v is None else f"{v:.2f}"
-    for title, task, ours, ref, _ in table:
-        secs = results.get(task, {}).get("seconds")
-        lines.append(f"| {title} | {fmt(ours)} | {fmt(ref)} | {fmt(secs)} |")
-    lines += ["", "Metric details per task are in the JSON file; accuracies and F1 are percentages."]
+    for col, (title, task, key, _) in paper.COLUMNS.items():
+        if task is None or task not in results:
+            continue
+        refs = " | ".join(fmt(paper.published(s).get(col)) for s in sizes)
+        lines.append(f"| {title} | {fmt(_ours(results, task, key))} | {refs} | {fmt(results[task].get('seconds'))} |")
+    lines += ["", "Metric details per task are in the JSON file; accuracies, F1, ROUGE, BLEU and EM are percentages."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,11 +1,13 @@
-"""`run_eval`: the GPT-2 paper's zero-shot suite (Table 3 + CoQA) on one model, in `paper` or
-`harness` mode; the function behind `gpt2-jax eval`.
+"""`run_eval`: the GPT-2 paper's zero-shot suite (Table 3, CoQA, and §3.4-3.8: WSC273,
+CNN/DailyMail, WMT-14 En<->Fr, Natural Questions) on one model, in `paper` or `harness` mode; the
+function behind `gpt2-jax eval`.
 
 results.json maps each task to its metrics: `acc`, `f1`, `em` in percent, `ppl` (paper: per
 original token; LAMBADA: of the final word), `word_ppl` / `byte_ppl` (harness), `bpb` (bits per
-byte, per character for text8), `n` (examples, original tokens or bytes scored), `seconds`, plus
-task-specific extras. Beside it go results.md (a table next to the paper's numbers), results.png
-and, for CoQA, the predictions in the official format.
+byte, per character for text8), `rouge1`/`rouge2`/`rougeLsum` F1 and `bleu` (percent), `n`
+(examples, original tokens or bytes scored), `seconds`, plus task-specific extras. Beside it go
+results.md (a table next to the paper's numbers), results.png and the generation tasks'
+predictions (CoQA in the official format).
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ import jax
 from gpt2_jax import paths
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.errors import InputError
-from gpt2_jax.evals import cbt, coqa, lambada, lm_ppl, readers
+from gpt2_jax.evals import cbt, cnn_dm, coqa, formats, lambada, lm_ppl, nq, readers, textgen, wmt, wsc
 from gpt2_jax.evals.scoring import Scorer
 from gpt2_jax.sharding import Layout
 
-TASKS = ("lambada", "cbt_cn", "cbt_ne", "wikitext2", "wikitext103", "ptb", "coqa", "enwik8", "text8")
+TASKS = ("lambada", "cbt_cn", "cbt_ne", "wikitext2", "wikitext103", "ptb", "coqa", "enwik8", "text8",
+         "wsc273", "cnn_dm", "wmt14_en_fr", "wmt14_fr_en", "nq")
 MODES = ("paper", "harness")
 _LM = ("wikitext2", "wikitext103", "ptb")
 
@@ -54,7 +57,10 @@ def _load_model(checkpoint_or_params: Any, cfg: GPT2Config | None) -> tuple[Any,
     return checkpoint_or_params, cfg
 
 
-def _tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any):
+def checkpoint_tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any = None):
+    """The tokenizer to evaluate `checkpoint` with: `tokenizer` if given (a Tokenizer or a
+    Tokenizer.load spec), else the checkpoint dir's encoder.json + vocab.bpe, else a training
+    workdir's own, else GPT-2's BPE from the data dir."""
     from gpt2_jax.tokenizer import GPT2_VOCAB_SUBDIR, Tokenizer
     if tokenizer is not None:
         return Tokenizer.load(tokenizer)
@@ -62,13 +68,23 @@ def _tokenizer(tokenizer: Any, checkpoint: Any, data_dir: Any):
         d = pathlib.Path(checkpoint).expanduser()
         if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
             return Tokenizer.from_dir(d)
+        if d.is_dir():
+            from gpt2_jax import workdir
+            if workdir.is_workdir(d):
+                return Tokenizer.load(workdir.tokenizer_spec(d))
     return Tokenizer.from_dir(paths.data_dir(data_dir) / GPT2_VOCAB_SUBDIR)
 
 
 def _split(task: str, mode: str, cbt_split: str | None) -> str:
     if task.startswith("cbt"):
         return cbt_split or cbt.DEFAULT_SPLIT[mode]
-    return "dev" if task == "coqa" else "test"
+    return "dev" if task in ("coqa", "nq") else "test"
+
+
+def _data_path(task: str, split: str, path: Any, data_dir: Any) -> pathlib.Path:
+    if task == "nq" and path is not None and pathlib.Path(path).expanduser().is_dir():
+        return pathlib.Path(path).expanduser()  # a directory of the official nq-dev-*.jsonl.gz shards
+    return readers.resolve(task, split, path, data_dir)
 
 
 def _cut_lines(text: str, limit: int | None) -> str:
@@ -94,6 +110,14 @@ def _run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, score
         text = raw.decode("utf-8", errors="replace")
         return lm_ppl.evaluate(scorer, tok, task, text, mode, opts.get("context"), opts.get("stride"),
                                n_bytes=len(raw)), None
+    if task == "wsc273":
+        return wsc.evaluate(scorer, tok, formats.read_wsc273(path)[:limit], mode), None
+    if task == "cnn_dm":
+        return cnn_dm.evaluate(scorer, tok, formats.read_cnn_dm(path, limit=limit), mode)
+    if task.startswith("wmt14"):
+        return wmt.evaluate(scorer, tok, formats.read_wmt14(task[-5:], path), mode, limit=limit)
+    if task == "nq":
+        return nq.evaluate(scorer, tok, formats.read_nq(path), mode, limit=limit)
     stories = readers.read_coqa(path)
     if limit is not None:  # the first `limit` turns
         kept, left = [], limit
@@ -125,9 +149,10 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     tasks: names from TASKS as a list or comma-separated string; None or "all" = every task.
     mode: "paper" (GPT-2 Table 3 definitions) or "harness" (lm-eval-harness definitions).
     data_dir: where the official files live (default $GPT2_JAX_DATA_DIR); `files` maps a task to an
-        explicit file instead (e.g. the CBT/CoQA samples).
-    limit: only the first N passages / questions / CoQA turns / lines (WikiText, PTB) / kilobytes
-        (enwik8, text8).
+        explicit file instead (e.g. the CBT/CoQA samples; for cnn_dm the url list with the story
+        archives beside it, for wmt14_* the source .sgm with its reference beside it).
+    limit: only the first N passages / questions / CoQA turns / schemas / stories / sentence pairs /
+        lines (WikiText, PTB) / kilobytes (enwik8, text8).
     context, stride: sliding window of paper-mode perplexity (default n_positions, n_positions // 2);
         harness mode always uses disjoint n_positions windows.
     layout: the mesh to evaluate on (default: every device of every process, data-parallel). Every
@@ -147,21 +172,23 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise InputError(f"limit={limit!r} must be a positive integer (or None for everything).")
     # Resolve every data file before loading the model, so a missing file fails fast.
-    data_paths = {t: readers.resolve(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
+    data_paths = {t: _data_path(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
+    textgen.require_metrics(names)
     params, cfg = _load_model(checkpoint_or_params, cfg)
-    tok = _tokenizer(tokenizer, checkpoint_or_params, data_dir)
+    tok = checkpoint_tokenizer(tokenizer, checkpoint_or_params, data_dir)
     scorer = Scorer(params, cfg, batch_size=batch_size, layout=layout, progress=progress)
     opts = {"context": context, "stride": stride, "cbt_split": cbt_split,
             "coqa_max_new_tokens": coqa_max_new_tokens}
     results: dict[str, dict[str, Any]] = {}
-    predictions = None
+    predictions: dict[str, Any] = {}
     for task in names:
         t0, before = time.perf_counter(), dataclasses.replace(scorer.stats)
         metrics, preds = _run_task(task, data_paths[task], mode, limit, scorer, tok, opts)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         metrics.update(scorer.stats.minus(before).metrics())
         results[task] = metrics
-        predictions = preds if preds is not None else predictions
+        if preds is not None:
+            predictions[task] = preds
         if log:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k != "domains"}
             log(f"[eval {mode}] {task}: {shown}")
@@ -169,9 +196,13 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
         out = pathlib.Path(output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
-        if predictions is not None:
-            from gpt2_jax.evals.coqa_metric import write_predictions
-            write_predictions(predictions, out.with_name(out.stem + "_coqa_predictions.json"))
+        for task, preds in predictions.items():
+            where = out.with_name(f"{out.stem}_{task}_predictions.json")
+            if task == "coqa":
+                from gpt2_jax.evals.coqa_metric import write_predictions
+                write_predictions(preds, where)
+            else:
+                where.write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
         if report:
             from gpt2_jax.evals import report as report_mod
             report_mod.write_report(results, cfg, mode, out.with_suffix(".md"), out.with_suffix(".png"))
