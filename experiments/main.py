@@ -5,6 +5,7 @@
   --mode=job                    train, run eval_after_training, sample, write WORKDIR/report.md
   --mode=aot                    compile the step for the configured mesh, print per-device memory
   --coordinator_address=H:P --num_processes=N --process_id=I   multi-process (auto on Cloud TPU)
+  --heartbeat_timeout=S         multi-process: the others stop within S s when one process dies
 User mistakes print one line and exit with status 2; a run stopped by a non-finite loss exits with 1."""
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coordinator_address", default="")
     p.add_argument("--num_processes", type=int, default=0)
     p.add_argument("--process_id", type=int, default=-1)
+    p.add_argument("--heartbeat_timeout", type=int, default=30,
+                   help="multi-process: seconds of silence after which a process counts as dead and the others exit 1")
     args, rest = p.parse_known_args(argv)
     from gpt2_jax.cli import report_errors
     return report_errors(lambda: _run(args, rest), prog=PROG)
@@ -51,9 +54,10 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
         print(aot.format_report(aot.compile_train_step(train_config, args.hbm_gb)))
         return 0
     workdir = args.workdir or f"runs/{args.experiment}"
-    from gpt2_jax.train import distributed
-    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-    host.keep_freed_memory()  # CPU: no page faults re-touching each step's large temporaries
+    from gpt2_jax import distributed
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                           heartbeat_timeout=args.heartbeat_timeout)
+    host.keep_freed_memory()  # after jax.distributed (it asks JAX for its backend): fewer CPU page faults
     if args.mode == "job":
         from experiments import job as job_lib
         summary = job_lib.run(train_config, workdir, job)

@@ -6,7 +6,10 @@ inside `run`); only the chosen subcommand's flags are declared, so `gpt2-jax --h
 `report_errors` (errors.report_errors) is the one error path of every entry point (this CLI, the
 repo's experiments.main, `python -m gpt2_jax.harness`): a `UserError` becomes one line
 `PROG: error: <message>` and exit status 2, as argparse errors do; a `TrainingError` (e.g. a
-non-finite loss) one line and status 1.
+non-finite loss) one line and status 1; in a multi-process run the process then exits at once and
+stops its peers (distributed.fail_fast). Commands registered with `distributed=True` (sample,
+eval) take the multi-process flags of training and run SPMD on every process; only process 0
+prints and writes.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pathlib
 import sys
 from typing import Callable, NamedTuple, Sequence
 
-from gpt2_jax import errors, host
+from gpt2_jax import distributed, errors, host
 from gpt2_jax.errors import UserError
 
 PROG = "gpt2-jax"
@@ -25,14 +28,30 @@ class Command(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
+    distributed: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def register(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
-    """Make `gpt2-jax NAME` parse its flags with `add_arguments` and call `run(args)`."""
-    COMMANDS[name] = Command(help, add_arguments, run)
+def register(name: str, help: str, add_arguments: Callable, run: Callable, *, distributed: bool = False) -> None:
+    """Make `gpt2-jax NAME` parse its flags with `add_arguments` and call `run(args)`; with
+    `distributed`, it also takes the multi-process flags and starts jax.distributed first."""
+    COMMANDS[name] = Command(help, add_arguments, run, distributed)
+
+
+def _distributed_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-process (as in training; detected by itself on a Cloud TPU slice)")
+    g.add_argument("--coordinator-address", default="", metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, default=0, metavar="N")
+    g.add_argument("--process-id", type=int, default=-1, metavar="I")
+    g.add_argument("--heartbeat-timeout", type=int, default=distributed.HEARTBEAT_TIMEOUT, metavar="S",
+                   help="seconds of silence after which a process counts as dead: the others name it and exit 1")
+
+
+def _primary() -> bool:
+    import jax
+    return jax.process_index() == 0
 
 
 # ------------------------------------------------------------------------------------ sample
@@ -53,9 +72,11 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenizer_for(checkpoint: str, vocab: str | None):
+    from etils import epath
+
     from gpt2_jax.tokenizer import Tokenizer
     if vocab is None:
-        d = pathlib.Path(checkpoint).expanduser()
+        d = epath.Path(checkpoint).expanduser()  # a local dir or a gs:// training workdir
         if (d / "encoder.json").is_file() and (d / "vocab.bpe").is_file():
             vocab = str(d)
         elif d.is_dir():
@@ -66,8 +87,11 @@ def _tokenizer_for(checkpoint: str, vocab: str | None):
 
 
 def _sample(args: argparse.Namespace) -> int:
+    import jax
+
     from gpt2_jax.generate import generate
     from gpt2_jax.interop import load_checkpoint
+    from gpt2_jax.sharding import data_parallel
 
     tok = _tokenizer_for(args.checkpoint, args.vocab_dir)
     params, cfg = load_checkpoint(args.checkpoint)
@@ -75,12 +99,14 @@ def _sample(args: argparse.Namespace) -> int:
     n_new = args.max_new_tokens
     if n_new is None:
         n_new = max(1, min(64, cfg.n_positions - len(prompt)))
+    layout = data_parallel() if jax.process_count() > 1 else None  # SPMD over every process's devices
     out = generate(params, cfg, prompt, max_new_tokens=n_new, temperature=args.temperature,
-                   top_k=args.top_k or None, top_p=args.top_p, rng=args.seed, eos_id=tok.eot_id)
+                   top_k=args.top_k or None, top_p=args.top_p, rng=args.seed, eos_id=tok.eot_id, layout=layout)
     new = out[len(prompt):]
     if new and new[-1] == tok.eot_id:
         new = new[:-1]
-    print(args.prompt + tok.decode(new))
+    if _primary():
+        print(args.prompt + tok.decode(new))
     return 0
 
 
@@ -112,7 +138,8 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-register("sample", "continue a prompt with a trained or released model", _sample_arguments, _sample)
+register("sample", "continue a prompt with a trained or released model", _sample_arguments, _sample,
+         distributed=True)
 register("convert", "convert a checkpoint to HF safetensors or OpenAI TF format", _convert_arguments, _convert)
 
 
@@ -159,7 +186,9 @@ def _eval(args: argparse.Namespace) -> int:
         if not sep:
             raise UserError(f"--file {item!r} must look like TASK=PATH, e.g. --file coqa=coqa-dev-v1.0.json.")
         files[task] = path
-    tok = _tokenizer_for(args.checkpoint, args.vocab_dir) if (args.vocab_dir or pathlib.Path(
+    from etils import epath
+
+    tok = _tokenizer_for(args.checkpoint, args.vocab_dir) if (args.vocab_dir or epath.Path(
         args.checkpoint).expanduser().is_dir()) else None
     tasks = args.tasks if args.tasks is not None or args.harness_tasks else "lambada,wikitext2,ptb"
     harness_out = pathlib.Path(args.output).with_name(pathlib.Path(args.output).stem + "_harness.json")
@@ -170,13 +199,15 @@ def _eval(args: argparse.Namespace) -> int:
         run_eval(args.checkpoint, tasks, args.mode, args.data_dir, args.output, args.limit,
                  files=files, batch_size=args.batch_size, tokenizer=tok, context=args.context,
                  stride=args.stride, cbt_split=args.cbt_split)
-        print(f"wrote {args.output}")
+        if _primary():
+            print(f"wrote {args.output}")
     if args.harness_tasks:
         results = harness.evaluate(args.checkpoint, args.harness_tasks, include_path=args.harness_include_path,
                                    limit=args.limit, num_fewshot=args.harness_fewshot, output=harness_out,
                                    batch_size=args.batch_size, tokenizer=tok, data_dir=args.data_dir)
-        print(harness.table(results))
-        print(f"wrote {harness_out}")
+        if _primary():
+            print(harness.table(results))
+            print(f"wrote {harness_out}")
     return 0
 
 
@@ -239,7 +270,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-register("eval", "zero-shot evaluation suite (paper or harness mode)", _eval_arguments, _eval)
+register("eval", "zero-shot evaluation suite (paper or harness mode)", _eval_arguments, _eval, distributed=True)
 register("overlap", "8-gram overlap of test sets with a training corpus (paper section 4)",
          _overlap_arguments, _overlap)
 register("train-tokenizer", "train a sentencepiece BPE on a corpus", _train_tokenizer_arguments, _train_tokenizer)
@@ -255,12 +286,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if only is None or name == only:
             cmd.add_arguments(sp)
+            if cmd.distributed:
+                _distributed_arguments(sp)
     return parser
 
 
 def report_errors(run: Callable[[], int | None], prog: str = PROG) -> int:
-    """errors.report_errors with this command's name: a UserError is one line and status 2."""
-    return errors.report_errors(run, prog)
+    """errors.report_errors with this command's name; in a multi-process run an error exits this
+    process at once and stops its peers (distributed.fail_fast), instead of waiting at the
+    shutdown barrier."""
+    return errors.report_errors(run, prog, on_error=distributed.fail_fast)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,8 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
 
     def run() -> int | None:
+        cmd = COMMANDS[args.command]
+        if cmd.distributed:  # before anything asks JAX for its backend
+            distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                                   heartbeat_timeout=args.heartbeat_timeout)
         host.keep_freed_memory()  # CPU: no page faults re-touching each step's large temporaries
-        return COMMANDS[args.command].run(args)
+        return cmd.run(args)
     return report_errors(run)
 
 

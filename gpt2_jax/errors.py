@@ -50,15 +50,19 @@ def one_line(e: BaseException) -> str:
     return re.sub(r"\s*\n\s*", " ", str(e).strip())
 
 
-def report_errors(run: Callable[[], int | None], prog: str) -> int:
+def report_errors(run: Callable[[], int | None], prog: str,
+                  on_error: Callable[[int, str], int] | None = None) -> int:
     """Call `run()` and return its exit status: a UserError prints `PROG: error: ...` and gives 2,
     a TrainingError `PROG: training stopped: ...` and 1; nothing else is caught (a bug keeps its
-    traceback). The one error path of every entry point (gpt2-jax, experiments.main, the harness)."""
+    traceback). `on_error(status, summary)` then decides the status (distributed.fail_fast exits a
+    multi-process run at once). The one error path of every entry point (gpt2-jax,
+    experiments.main, the harness)."""
     try:
         return int(run() or 0)
     except UserError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        status, summary = 2, f"{type(e).__name__}: {one_line(e)}"
     except TrainingError as e:  # the message says what was kept and what to do
         print(f"{prog}: training stopped: {one_line(e)}", file=sys.stderr)
-        return 1
+        status, summary = 1, f"{type(e).__name__}: {one_line(e)}"
+    return on_error(status, summary) if on_error else status

@@ -40,6 +40,7 @@ from lm_eval.api.model import TemplateLM  # noqa: E402
 from lm_eval.api.registry import model_registry  # noqa: E402
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs  # noqa: E402
 
+from gpt2_jax import distributed  # noqa: E402
 from gpt2_jax.errors import DataError, InputError, log_once, report_errors  # noqa: E402
 from gpt2_jax.evals.runner import checkpoint_tokenizer  # noqa: E402
 from gpt2_jax.evals.scoring import Scorer, rolling_requests  # noqa: E402
@@ -414,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if err is None:
                 raise
             raise err from None
-    return report_errors(run, PROG)
+    return report_errors(run, PROG, on_error=distributed.fail_fast)
 
 
 if __name__ == "__main__":

@@ -418,7 +418,12 @@ def is_openai_dir(d: pathlib.Path) -> bool:
 def load_checkpoint(path_or_name: str | os.PathLike, **overrides: Any) -> tuple[Params, GPT2Config]:
     """(params, cfg) from an HF dir, an OpenAI dir, a gpt2_jax training workdir, or a released model
     name (gpt2, gpt2-medium, gpt2-large, gpt2-xl: its HF safetensors, downloaded once into the
-    cache dir with the GPT-2 BPE files)."""
+    cache dir with the GPT-2 BPE files). A remote path (gs://...) must be a training workdir."""
+    if "://" in str(path_or_name):
+        if workdir.is_workdir(path_or_name):
+            return workdir.load_for_inference(path_or_name, **overrides)
+        raise CheckpointError(f"{str(path_or_name)!r} holds no checkpoints/: a remote path must be a gpt2_jax "
+                              "training workdir; copy HF or OpenAI checkpoints to a local directory first.")
     p = pathlib.Path(path_or_name).expanduser()
     if p.is_dir():
         if is_hf_dir(p):

@@ -12,6 +12,7 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 from gpt2_jax.errors import InputError, TokenizerError
 from gpt2_jax.extras import require
@@ -188,15 +189,19 @@ class Tokenizer:
 
     @classmethod
     def from_sentencepiece(cls, model_path: str | os.PathLike) -> Tokenizer:
-        """A trained sentencepiece model (`*.model`); its eos piece serves as end-of-text."""
-        path = pathlib.Path(model_path).expanduser()
+        """A trained sentencepiece model (`*.model`, local or e.g. gs://: a training workdir's own);
+        its eos piece serves as end-of-text."""
+        path = epath.Path(model_path).expanduser()
         if not path.is_file():
             raise TokenizerError(f"sentencepiece model not found: {path}. Train one with "
                                  "Tokenizer.train_sentencepiece or pass the path of an existing .model file.")
         spm = require("sentencepiece", extra="train", feature="sentencepiece tokenizers")
 
         try:
-            sp = spm.SentencePieceProcessor(model_file=str(path))
+            if "://" in str(path):  # sentencepiece reads local files only
+                sp = spm.SentencePieceProcessor(model_proto=path.read_bytes())
+            else:
+                sp = spm.SentencePieceProcessor(model_file=str(path))
         except (RuntimeError, OSError) as e:
             raise TokenizerError(f"{path} is not a sentencepiece model ({str(e).strip()}); pass a .model file "
                                  "written by sentencepiece training.") from None
@@ -217,7 +222,7 @@ class Tokenizer:
         text = str(spec)
         if text.startswith("sentencepiece:"):
             return cls.from_sentencepiece(text[len("sentencepiece:"):])
-        path = pathlib.Path(text).expanduser()
+        path = epath.Path(text).expanduser()  # a gs:// workdir's tokenizer/ too
         if path.is_dir():
             return cls.from_dir(path)
         if path.suffix == ".model":

@@ -109,3 +109,20 @@ def test_sample_from_training_workdir_uses_its_tokenizer(tiny, tmp_path, monkeyp
     ids = tok.encode(PROMPT)
     new = generate(params, cfg, ids, max_new_tokens=12, eos_id=tok.eot_id)[len(ids):]
     assert capsys.readouterr().out == PROMPT + tok.decode([t for t in new if t != tok.eot_id]) + "\n"
+
+
+def test_eval_and_sample_start_jax_distributed_before_anything_asks_for_the_backend(tiny, monkeypatch, capsys):
+    """sample and eval take training's multi-process flags and pass them on first (host's
+    allocator setting asks JAX for its backend, which must come after jax.distributed)."""
+    from gpt2_jax import distributed, host
+    calls = []
+    monkeypatch.setattr(distributed, "initialize", lambda *a, **k: calls.append(("initialize", a, k)) or False)
+    monkeypatch.setattr(host, "keep_freed_memory", lambda: calls.append(("keep_freed_memory",)) or True)
+    hf_dir = tiny[2]
+    assert cli.main(["sample", "--checkpoint", str(hf_dir), "--max-new-tokens", "2", "--coordinator-address",
+                     "10.0.0.1:1234", "--num-processes", "1", "--process-id", "0", "--heartbeat-timeout", "50"]) == 0
+    assert calls[0] == ("initialize", ("10.0.0.1:1234", 1, 0), {"heartbeat_timeout": 50})
+    assert calls[1] == ("keep_freed_memory",)
+    calls.clear()
+    assert cli.main(["convert", "--from", str(hf_dir), "--to", str(hf_dir.parent / "copy")]) == 0
+    assert calls == [("keep_freed_memory",)]  # a one-process command: no jax.distributed

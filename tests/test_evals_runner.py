@@ -86,3 +86,21 @@ def test_bad_inputs_give_one_clear_error(data_dir, tmp_path):
     with pytest.raises(InputError, match="limit=0 must be a positive integer"):
         run_eval((params, cfg), "ptb", data_dir=data_dir, limit=0)
     assert parse_tasks(None) == list(TASKS) and parse_tasks(" ptb, lambada,ptb") == ["ptb", "lambada"]
+
+
+def test_results_table_chart_and_predictions_go_to_object_storage(data_dir, tiny_cfg, fake_gcs, tmp_path,
+                                                                  monkeypatch):
+    import jax
+
+    from gpt2_jax.model import init_params
+    monkeypatch.chdir(tmp_path)
+    params = init_params(tiny_cfg, jax.random.key(0))
+    res = run_eval((params, tiny_cfg), ["lambada", "coqa"], "paper", data_dir, "gs://bucket/run/eval/results.json",
+                   limit=2, files={"coqa": data_dir / "coqa/samples/coqa-dev-v1.0.excerpt1story.json"},
+                   coqa_max_new_tokens=4, log=None, progress=False)
+    out = fake_gcs / "bucket" / "run" / "eval"
+    assert json.loads((out / "results.json").read_text()) == res
+    assert "Zero-shot evaluation (paper mode)" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((out / "results_coqa_predictions.json").read_text())) == 2
+    assert not (tmp_path / "gs:").exists()

@@ -149,21 +149,42 @@ def test_launcher_dry_run_prints_valid_commands(capsys):
             "--workdir=gs://bucket/gpt2_124m", "--create", "--dry_run", "--config.total_steps=1000"]
     assert launch.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
-    create, setup, run = (shlex.split(line) for line in lines)
+    assert [line.split(":")[0] for line in lines[::2]] == ["# create", "# setup", "# train"]  # what each step does
+    create, setup, run = (shlex.split(line) for line in lines[1::2])
     assert create[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "create"] and "--accelerator-type=v4-32" in create
     for cmd in (setup, run):
         assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "gpt2-pod"]
         assert "--worker=all" in cmd and "--zone=us-central2-b" in cmd
     remote = shlex.split(next(a for a in run if a.startswith("--command="))[len("--command="):])
-    train = remote[remote.index("-m") - 1:remote.index(">")]
-    assert train[:3] == ["python3", "-m", "experiments.main"]
+    train = remote[remote.index("-m") - 2:remote.index(">")]
+    assert train[:4] == ["python3", "-u", "-m", "experiments.main"]
     # the remote command parses into the config it names: the v4-32 preset plus the override
-    flags = dict(a[2:].split("=", 1) for a in train[3:] if not a.startswith("--config."))
-    overrides = [a for a in train[3:] if a.startswith("--config.")]
+    flags = dict(a[2:].split("=", 1) for a in train[4:] if not a.startswith("--config."))
+    overrides = [a for a in train[4:] if a.startswith("--config.")]
     cfg = registry.get_config(flags["experiment"], flags["tpu"], overrides)
     assert flags["workdir"] == "gs://bucket/gpt2_124m" and cfg.total_steps == 1000
     assert math.prod((cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)) == 16
+
+
+def test_launcher_runbook_steps_watch_preempt_and_resume_on_another_slice(capsys):
+    """The runbook's later steps: watch worker 0, SIGTERM every worker's job, then train again on a
+    slice of another size with the same workdir (its preset mesh, the same global batch)."""
+    base = ["--zone=us-central2-b", "--experiment=gpt2_124m", "--workdir=gs://bucket/run", "--dry_run"]
+    assert launch.main(["--tpu_name=a", "--accelerator=v4-32", "--steps=preempt,watch", *base]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[::2]] == ["# watch", "# preempt"]  # in the runbook's order
+    watch, preempt = (shlex.split(line) for line in lines[1::2])
+    assert "--worker=0" in watch and "--command=tail -n 40 -F ~/train.log" in watch
+    assert "--worker=all" in preempt and "--command=pkill -TERM -f 'experiments[.]main' || true" in preempt
+    assert launch.main(["--tpu_name=b", "--accelerator=v5p-128", "--steps=create,setup,train", *base]) == 0
+    run = shlex.split(capsys.readouterr().out.strip().splitlines()[-1])
+    remote = shlex.split(next(a for a in run if a.startswith("--command="))[len("--command="):])
+    flags = dict(a[2:].split("=", 1) for a in remote if a.startswith("--") and "=" in a)
+    assert flags["workdir"] == "gs://bucket/run" and flags["tpu"] == "v5p-128"
+    small, big = registry.get_config("gpt2_124m", "v4-32"), registry.get_config("gpt2_124m", "v5p-128")
+    assert small.batch_size == big.batch_size  # so the resumed run reads the same global batches
+    assert launch.main(["--tpu_name=a", "--accelerator=v4-32", "--steps=train,nap", *base]) == 2
+    assert "unknown step(s) ['nap']" in capsys.readouterr().err
 
 
 def test_launcher_rejects_local_workdir(capsys):

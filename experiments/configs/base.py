@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.split_documents = "file"  # plain text: one document per file | blank_lines | lines
     config.data.text_field = "text"       # jsonl key / tfds feature holding the text
     config.data.val_fraction = 0.05       # tail share of windows held out for eval_loss (0 = no eval)
-    config.data.cache_dir = ""            # token cache; "" = WORKDIR/token_cache
+    config.data.cache_dir = ""            # token cache; "" = WORKDIR/token_cache (gs:// workdir: ~/.cache/gpt2_jax/token_cache)
     config.data.data_dir = ""             # data root; "" = $GPT2_JAX_DATA_DIR
     config.data.tfds_data_dir = ""        # where tfds datasets are prepared; "" = tfds' default
     config.data.tfds_download = False     # let tfds download + prepare (needs network)

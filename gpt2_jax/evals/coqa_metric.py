@@ -12,6 +12,8 @@ import re
 import string
 from typing import Iterable, Mapping, Sequence
 
+from etils import epath
+
 from gpt2_jax.evals.readers import CoQAStory
 
 IN_DOMAIN = ("mctest", "gutenberg", "race", "cnn", "wikipedia")
@@ -98,8 +100,7 @@ def harness_turn_score(golds: Sequence[str], pred: str) -> dict[str, float]:
 def write_predictions(preds: Mapping[tuple[str, int], str], path: str | os.PathLike) -> None:
     """The official predictions file: a JSON list of {"id", "turn_id", "answer"}."""
     rows = [{"id": sid, "turn_id": tid, "answer": ans} for (sid, tid), ans in preds.items()]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=1, ensure_ascii=False)
+    epath.Path(path).write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def read_predictions(path: str | os.PathLike) -> dict[tuple[str, int], str]:

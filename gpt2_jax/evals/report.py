@@ -4,8 +4,9 @@ that size)."""
 from __future__ import annotations
 
 import os
-import pathlib
 from typing import Any
+
+from etils import epath
 
 from gpt2_jax.config import GPT2Config
 from gpt2_jax.evals import paper
@@ -54,6 +55,7 @@ def markdown(results: dict[str, dict[str, Any]], cfg: GPT2Config, mode: str) -> 
 
 
 def chart(results: dict[str, dict[str, Any]], cfg: GPT2Config, mode: str, path: str | os.PathLike) -> None:
+    """The PNG at `path` (local or gs://: matplotlib writes into an epath file object)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,11 +76,12 @@ def chart(results: dict[str, dict[str, Any]], cfg: GPT2Config, mode: str, path: 
         ax.tick_params(labelsize=8)
     fig.suptitle(f"GPT-2 zero-shot evals ({mode} mode)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
 def write_report(results: dict[str, dict[str, Any]], cfg: GPT2Config, mode: str,
                  md_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
-    pathlib.Path(md_path).write_text(markdown(results, cfg, mode))
+    epath.Path(md_path).write_text(markdown(results, cfg, mode))
     chart(results, cfg, mode, png_path)

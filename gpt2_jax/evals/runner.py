@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+from etils import epath
 
 from gpt2_jax import paths
 from gpt2_jax.config import GPT2Config
@@ -142,7 +143,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
              log: Callable[[str], None] | None = print, layout: Layout | None = None,
              progress: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate a model on `tasks` and return {task: metrics}; with `output`, write results.json
-    there plus the Markdown table, PNG chart and CoQA predictions beside it.
+    there plus the Markdown table, PNG chart and CoQA predictions beside it (a local or gs:// path).
 
     checkpoint_or_params: a checkpoint path or released name (see interop.load_checkpoint), a
         (params, cfg) tuple, or params with `cfg=`.
@@ -193,7 +194,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k != "domains"}
             log(f"[eval {mode}] {task}: {shown}")
     if output is not None and jax.process_index() == 0:
-        out = pathlib.Path(output).expanduser()
+        out = epath.Path(output).expanduser()  # local or gs://...
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
         for task, preds in predictions.items():

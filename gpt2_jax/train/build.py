@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pathlib
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -17,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from gpt2_jax import sharding
 from gpt2_jax.config import GPT2Config
+from gpt2_jax.distributed import sync
 from gpt2_jax.errors import ConfigError
 from gpt2_jax.sharding import Layout
 from gpt2_jax.train import step as step_lib
@@ -118,13 +121,13 @@ def tokenizer(config: TrainConfig, workdir: str | epath.PathLike):
                               "data.tokenizer to a trained model.")
         for f in src.files:  # the data pipeline's clear errors for empty or malformed files
             next(iter(sources.iter_file_documents(f, d)), None)
-        tmp = path.parent / f"tmp_{path.stem}"
-        Tokenizer.train_sentencepiece([str(f) for f in src.files], str(tmp), vocab_size=size, num_threads=1)
-        (path.parent / f"tmp_{path.stem}.vocab").unlink(missing_ok=True)
-        (path.parent / f"tmp_{path.stem}.model").rename(path)  # atomic: readers never see a partial file
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("tokenizer_trained")
+        with tempfile.TemporaryDirectory() as local:  # sentencepiece writes local files only (workdir may be gs://)
+            Tokenizer.train_sentencepiece([str(f) for f in src.files], f"{local}/sp", vocab_size=size, num_threads=1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f"tmp_{path.name}"
+            tmp.write_bytes(pathlib.Path(f"{local}/sp.model").read_bytes())
+        tmp.rename(path)  # atomic on a local disk: readers never see a partial file
+    sync("tokenizer_trained")  # the others read what process 0 wrote (a barrier, not a collective)
     return Tokenizer.load(str(path)), f"workdir:{rel}"
 
 

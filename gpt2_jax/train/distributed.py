@@ -1,9 +1,9 @@
-"""Multi-host plumbing: `jax.distributed` start-up, which rows of the global batch this process
-feeds, and turning those rows into one global jax.Array."""
+"""Multi-host plumbing of a training run: which rows of the global batch this process feeds, those
+rows as one global jax.Array, and the preemption notice every process agrees on. Starting
+jax.distributed (and its watchdog) is gpt2_jax.distributed: evals and sampling need it too."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from typing import Any
 
@@ -14,28 +14,6 @@ from jax.sharding import NamedSharding
 from gpt2_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
-               *, cpu_collectives: str = "gloo") -> bool:
-    """Start jax.distributed before any other JAX call. Explicit flags win; on a multi-host Cloud
-    TPU slice (TPU_WORKER_HOSTNAMES lists several hosts) the plain auto-detecting call is used.
-    On CPU, cross-process collectives go through `cpu_collectives` (gloo). True if initialized."""
-    if coordinator_address:
-        if num_processes <= 0 or not 0 <= process_id < num_processes:
-            raise ConfigError(f"--coordinator_address={coordinator_address} needs --num_processes > 0 and "
-                              f"0 <= --process_id < num_processes (got {num_processes}, {process_id}).")
-        # only affects the CPU backend: harmless on TPU/GPU, needed for CPU multi-process runs
-        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id)
-        return True
-    if num_processes > 1 or process_id >= 0:
-        raise ConfigError("--num_processes/--process_id need --coordinator_address=HOST:PORT of process 0.")
-    if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
-        jax.distributed.initialize()  # Cloud TPU: coordinator and ids come from the TPU metadata
-        return True
-    return False
 
 
 def process_rows(batch_sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
@@ -64,7 +42,9 @@ def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding, global_r
 
 class PreemptionWatch:
     """Notices SIGTERM (preemption): single process via a signal handler; multi-process through
-    JAX's preemption sync point, so every host stops at the same step."""
+    JAX's preemption sync point (jax.distributed catches SIGTERM in C++), so every host stops at
+    the same step. Every process must call `reached(step)` at every step. No Python handler then:
+    it would replace JAX's, and the sync point would never fire."""
 
     def __init__(self):
         self._flag = False

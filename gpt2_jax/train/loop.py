@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from gpt2_jax.distributed import from_process_0, sync
 from gpt2_jax.errors import ConfigError, TrainingError
 from gpt2_jax.train import build, distributed, metrics as metrics_lib, mfu as mfu_lib
 from gpt2_jax.train.checkpoint import Checkpointer, checkpoint_dir
@@ -22,6 +23,7 @@ from gpt2_jax.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 _CHECKED = ("loss", "grad_norm", "param_norm")
+LOCAL_CACHE_HOME = epath.Path("~/.cache/gpt2_jax")  # token_cache/ of runs whose workdir is remote
 # GPT2Config fields that change parameter shapes: a checkpoint restores only if they all match.
 _ARCH_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner")
 
@@ -34,10 +36,12 @@ class _Data:
         self.tokenizer, self.spec = tokenizer, tokenizer_spec
         self.row_index, self.row_count = distributed.process_rows(run.batch_sharding, c.batch_size)
         from gpt2_jax.data.pipeline import make_train_data  # TensorFlow enters here, not at import
+        # the token cache is memory-mapped, so it needs a local disk: a gs:// run caches on each host
+        cache_home = LOCAL_CACHE_HOME.expanduser() if "://" in str(workdir) else workdir
         self.train = make_train_data(
             dataclasses.replace(c.data, tokenizer=tokenizer_spec), tokenizer, seq_len=c.seq_len,
             global_batch_size=c.batch_size, seed=c.seed, process_index=self.row_index,
-            process_count=self.row_count, data_dir=c.data.data_dir, workdir=str(workdir))
+            process_count=self.row_count, data_dir=c.data.data_dir, workdir=str(cache_home))
 
     def global_batch(self, run: build.Run, local: dict[str, np.ndarray], rows: int) -> dict[str, jax.Array]:
         return distributed.global_batch(local, run.batch_sharding, rows)
@@ -121,7 +125,8 @@ def train(config: TrainConfig | Any, workdir: str, *, on_step: Callable[[int], N
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpointing)
     flops_per_token = run.model.flops_per_token(config.seq_len)
     mesh = run.layout.mesh
-    peak = mfu_lib.peak_tflops(mesh.devices.flat, config.peak_tflops)
+    # decided once for the run: process 0 looks the chip up (or measures the CPU) and tells the others
+    peak, = from_process_0(mfu_lib.peak_tflops(mesh.devices.flat, config.peak_tflops) if primary else 0.0)
     tokens_per_step = config.batch_size * config.seq_len
     summary: dict[str, Any] = {"workdir": str(workdir), "num_params": run.model.num_params,
                                "mesh": dict(mesh.shape), "final_loss": float("nan"),
@@ -150,6 +155,7 @@ def train(config: TrainConfig | Any, workdir: str, *, on_step: Callable[[int], N
                 t0 = time.perf_counter()
                 compiled = run.train_step.lower(state, batch).compile()
                 summary["compile_sec"] = time.perf_counter() - t0
+                sync("train_step_compiled")  # the first step's collectives start together
                 throughput.reset(s - 1)
             state, m = compiled(state, batch)
             pending.append((s, m))
@@ -199,7 +205,8 @@ def train(config: TrainConfig | Any, workdir: str, *, on_step: Callable[[int], N
         preempt.close()
         ckpt.close()
         writer.close()
-    summary["tokens_per_sec"] = float(np.mean(rates)) if rates else float("nan")
+    # process 0's clock for every process, so all report the same global throughput and MFU
+    summary["tokens_per_sec"], = from_process_0(float(np.mean(rates)) if rates else float("nan"))
     summary["mfu"] = mfu_lib.mfu(summary["tokens_per_sec"], flops_per_token, peak) if rates else float("nan")
     summary["peak_tflops"] = peak
     summary["runtime_sec"] = time.time() - t_start

@@ -57,8 +57,9 @@ def slice_chips(slice_name: str) -> tuple[str, int]:
 def measured_cpu_tflops(n: int = 1024, repeats: int = 20) -> float:
     """Host fp32 GEMM rate (TFLOP/s) on one CPU device, best of `repeats`: XLA's CPU matmul uses
     all cores, so this is the whole machine's peak, whatever the simulated device count. Best of
-    `repeats` because other processes only ever slow it down. Cached per process."""
-    cpu = jax.devices("cpu")[0]
+    `repeats` because other processes only ever slow it down. Cached per process. (A local device:
+    jax.devices()[0] may belong to another process, and timing a transfer there measured nothing.)"""
+    cpu = jax.local_devices(backend="cpu")[0]
     a = jax.device_put(jnp.ones((n, n), jnp.float32), cpu)
     matmul = jax.jit(lambda x: x @ x)
     matmul(a).block_until_ready()
@@ -72,7 +73,8 @@ def measured_cpu_tflops(n: int = 1024, repeats: int = 20) -> float:
 
 def peak_tflops(devices=None, override: float = 0.0) -> float:
     """Total peak TFLOP/s of `devices` (default: all): `override` per device if > 0, else the chip
-    table, else (CPU) the measured GEMM rate of the host once, shared by all its devices."""
+    table, else (CPU) the measured GEMM rate of this host once, shared by all its devices, times
+    the number of hosts. A multi-process run decides it on process 0 (train.loop broadcasts it)."""
     devices = list(devices if devices is not None else jax.devices())
     if override > 0:
         return override * len(devices)
