@@ -1,8 +1,9 @@
 """download(): archives are unpacked to the official names (network replaced by in-memory files)."""
 import io
 import json
-import tarfile
 import zipfile
+
+import evals_samples as S
 
 from gpt2_jax.evals import fetch, readers
 
@@ -15,20 +16,10 @@ def _zip(members):
     return buf.getvalue()
 
 
-def _tgz(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_download_places_files_under_official_names(tmp_path, monkeypatch):
     served = {
         readers.SOURCES[("wikitext2", "test")].url: _zip({"wikitext-2-raw/wiki.test.raw": b" = A = \n"}),
-        readers.CBT_URL: _tgz({f"CBTest/data/cbtest_{k}_{s}.txt": f"{k}{s}".encode()
+        readers.CBT_URL: S.tgz({f"CBTest/data/cbtest_{k}_{s}.txt": f"{k}{s}".encode()
                                for k in ("CN", "NE") for s in ("test_2500ex", "valid_2000ex")}),
         readers.SOURCES[("ptb", "test")].url: b" a b \n",
     }
@@ -48,7 +39,6 @@ def test_download_places_files_under_official_names(tmp_path, monkeypatch):
 def test_download_of_the_section_3_tasks(tmp_path, monkeypatch, data_dir):
     """WSC273, CNN/DailyMail (url list + two story archives), WMT-14 (four .sgm files from one
     archive) and NQ land under their official names, where the readers find them."""
-    import evals_samples as S
     from gpt2_jax.evals import formats
     cnn = S.cnn_dm_archives()
     served = {
@@ -57,7 +47,7 @@ def test_download_of_the_section_3_tasks(tmp_path, monkeypatch, data_dir):
         readers.SOURCES[("cnn_dm", "test")].url: cnn["all_test.txt"],
         readers.SOURCES[("cnn_dm", "cnn_stories")].url: cnn["cnn_stories.tgz"],
         readers.SOURCES[("cnn_dm", "dailymail_stories")].url: cnn["dailymail_stories.tgz"],
-        readers.WMT14_URL: _tgz({f"test-full/{k}": v.encode() for k, v in S.wmt_files().items()}),
+        readers.WMT14_URL: S.tgz({f"test-full/{k}": v.encode() for k, v in S.wmt_files().items()}),
         readers.SOURCES[("nq", "dev")].url: "".join(json.dumps(r) + "\n" for r in S.NQ_OPEN).encode(),
     }
     calls = []
@@ -75,7 +65,7 @@ def test_download_of_the_section_3_tasks(tmp_path, monkeypatch, data_dir):
 def test_download_reads_file_urls(tmp_path, monkeypatch):
     """The real fetch path (urllib) on a file:// archive."""
     archive = tmp_path / "test-full.tgz"
-    archive.write_bytes(_tgz({"test-full/newstest2014-fren-src.en.sgm": b'<seg id="1">Hello</seg>\n',
+    archive.write_bytes(S.tgz({"test-full/newstest2014-fren-src.en.sgm": b'<seg id="1">Hello</seg>\n',
                               "test-full/newstest2014-fren-ref.fr.sgm": b'<seg id="1">Bonjour</seg>\n'}))
     for split in ("test", "ref"):
         src = readers.SOURCES[("wmt14_en_fr", split)]
