@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from experiments.configs import gpt2_paper, tiny
+from experiments.configs import gpt2_paper, nanogpt, tiny
 from gpt2_jax.errors import ConfigError
 
 # name -> (factory(tpu) -> ConfigDict, one-line description, TPU slices with presets)
@@ -15,6 +15,10 @@ _EXPERIMENTS: dict[str, tuple[Callable[[str], ml_collections.ConfigDict], str, l
     "tiny_test": (lambda tpu: tiny.tiny_test(), "2-layer d=64 model, 20 steps of Tiny Shakespeare (tests)", []),
     "tiny_shakespeare": (lambda tpu: tiny.tiny_shakespeare(),
                          "4-layer d=128 model on Tiny Shakespeare, a few minutes on a laptop CPU", []),
+    "shakespeare_char": (lambda tpu: nanogpt.shakespeare_char(),
+                         "nanoGPT's config/train_shakespeare_char.py: 6x384 char-level GPT, 5000 iters (val 1.4697)", []),
+    "shakespeare_char_cpu": (lambda tpu: nanogpt.shakespeare_char_cpu(),
+                             "nanoGPT's README CPU variant: 4x128 char-level GPT, 2000 iters (val ~1.88)", []),
 }
 for _size in gpt2_paper.SIZES:
     _EXPERIMENTS[f"gpt2_{_size}"] = (

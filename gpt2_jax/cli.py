@@ -67,7 +67,7 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--vocab-dir", default=None, metavar="DIR",
-                   help="tokenizer: dir with encoder.json + vocab.bpe, or a sentencepiece .model "
+                   help="tokenizer: dir with encoder.json + vocab.bpe, a sentencepiece .model or a char vocab .json "
                         "(default: the checkpoint dir's, a training run's own, else $GPT2_JAX_DATA_DIR/gpt2_vocab)")
 
 

@@ -1,5 +1,6 @@
 """Tokenizers behind one interface: GPT-2 byte-level BPE (tiktoken built from the local
-encoder.json + vocab.bpe, ids identical to OpenAI's encoder.py) and sentencepiece models.
+encoder.json + vocab.bpe, ids identical to OpenAI's encoder.py), sentencepiece models, and
+characters (nanoGPT's shakespeare_char: a corpus's sorted characters, saved as a JSON vocab).
 
 `<|endoftext|>` in text is ordinary text by default, as in OpenAI's encoder.py (so data cannot
 inject document separators); `encode(text, allow_special=True)` maps it to `eot_id`, as HF does.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from etils import epath
@@ -168,8 +169,46 @@ class _SentencePieceEngine:
         return self.eot_text.join(parts)
 
 
+class _CharEngine:
+    """nanoGPT's shakespeare_char/prepare.py: id i is the i-th of the corpus's sorted characters
+    (its stoi/itos); `<|endoftext|>` (the document separator) is the one id after them."""
+
+    def __init__(self, chars: str, source: str):
+        self.chars, self.source, self.eot_id = chars, source, len(chars)
+        self.codes = np.frombuffer(chars.encode("utf-32-le"), np.uint32)  # sorted: sorted() orders by code point
+
+    def encode(self, text: str, allow_special: bool) -> list[int]:
+        if not allow_special or EOT not in text:
+            return self._ids(text, 0).tolist()
+        ids: list[int] = []
+        offset = 0
+        for i, part in enumerate(text.split(EOT)):
+            ids += ([self.eot_id] if i else []) + self._ids(part, offset).tolist()
+            offset += len(part) + len(EOT)
+        return ids
+
+    def _ids(self, text: str, offset: int) -> np.ndarray:
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        ids = np.minimum(np.searchsorted(self.codes, cps), len(self.codes) - 1)
+        unseen = np.flatnonzero(self.codes[ids] != cps) if cps.size else ()
+        if len(unseen):
+            pos = int(unseen[0])
+            raise TokenizerError(
+                f"character {text[pos]!r} (U+{ord(text[pos]):04X}) at position {offset + pos} is not in the char "
+                f"vocabulary ({len(self.chars)} characters of {self.source}): a char tokenizer encodes only the "
+                "characters of the corpus it was built from. Remove or replace that character, or build the "
+                "vocabulary from a corpus that contains it (data.tokenizer='char' in a new workdir).")
+        return ids
+
+    def encode_batch(self, texts: list[str], num_threads: int, allow_special: bool) -> list[list[int]]:
+        return [self.encode(t, allow_special) for t in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(EOT if i == self.eot_id else self.chars[i] for i in ids)
+
+
 class Tokenizer:
-    """Text <-> ids with the same interface for GPT-2 BPE and sentencepiece models."""
+    """Text <-> ids with the same interface for GPT-2 BPE, sentencepiece and char vocabularies."""
 
     def __init__(self, engine, *, name: str, eot_id: int, vocab_size: int):
         self._engine = engine
@@ -212,23 +251,70 @@ class Tokenizer:
                    eot_id=sp.eos_id(), vocab_size=sp.get_piece_size())
 
     @classmethod
+    def build_char(cls, documents: Iterable[str], path: str | os.PathLike, source: str = "") -> Tokenizer:
+        """nanoGPT's char vocabulary, sorted(set(text)) over `documents`, written to `path` (JSON,
+        local or e.g. gs://) and returned loaded from it."""
+        chars: set[str] = set()
+        for doc in documents:
+            chars.update(doc)
+        if not chars:
+            raise TokenizerError(f"no characters to build a char vocabulary from ({source or 'no documents'}); "
+                                 "give a corpus with text in it.")
+        out = epath.Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f"tmp_{out.name}"
+        tmp.write_text(json.dumps({"kind": "char", "chars": "".join(sorted(chars)), "source": source}))
+        tmp.rename(out)  # atomic on a local disk: readers never see a partial file
+        return cls.from_char_vocab(out)
+
+    @classmethod
+    def from_char_vocab(cls, path: str | os.PathLike) -> Tokenizer:
+        """A char vocabulary written by build_char (a training workdir's tokenizer/char_vocab.json)."""
+        path = epath.Path(path).expanduser()
+        if not path.is_file():
+            raise TokenizerError(f"char vocabulary not found: {path}. Training with data.tokenizer='char' writes "
+                                 "it to WORKDIR/tokenizer/char_vocab.json; pass that file (or the run's workdir).")
+        try:
+            vocab = json.loads(path.read_text())
+            chars, source = vocab["chars"], vocab.get("source", "")
+            if vocab.get("kind") != "char" or not isinstance(chars, str) or not chars:
+                raise ValueError("not a char vocabulary")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise TokenizerError(f"{path} is not a char vocabulary ({e}); expected the JSON "
+                                 '{"kind": "char", "chars": "..."} that Tokenizer.build_char writes.') from None
+        if list(chars) != sorted(set(chars)):
+            raise TokenizerError(f"{path}: chars must be sorted and distinct (as build_char writes them); "
+                                 "the file was edited or is corrupt: rebuild it.")
+        return cls(_CharEngine(chars, source or str(path)), name=f"char:{path}", eot_id=len(chars),
+                   vocab_size=len(chars) + 1)
+
+    @classmethod
     def load(cls, spec: str | os.PathLike | Tokenizer | None = None) -> Tokenizer:
         """None/"gpt2" -> GPT-2 BPE from the data dir; a directory -> from_dir; a *.model file (or
-        "sentencepiece:<path>", i.e. a tokenizer's `name`) -> sentencepiece."""
+        "sentencepiece:<path>", i.e. a tokenizer's `name`) -> sentencepiece; a *.json file (or
+        "char:<path>") -> a char vocabulary."""
         if isinstance(spec, Tokenizer):
             return spec
         if spec is None or str(spec) == "gpt2":
             return cls.from_dir(None)
         text = str(spec)
+        if text == "char":
+            raise TokenizerError("the char tokenizer's vocabulary is built from a training corpus: training with "
+                                 "data.tokenizer='char' builds it into WORKDIR/tokenizer/char_vocab.json; "
+                                 "elsewhere pass that file, or build one with Tokenizer.build_char.")
         if text.startswith("sentencepiece:"):
             return cls.from_sentencepiece(text[len("sentencepiece:"):])
+        if text.startswith("char:"):
+            return cls.from_char_vocab(text[len("char:"):])
         path = epath.Path(text).expanduser()  # a gs:// workdir's tokenizer/ too
         if path.is_dir():
             return cls.from_dir(path)
         if path.suffix == ".model":
             return cls.from_sentencepiece(path)
+        if path.suffix == ".json":
+            return cls.from_char_vocab(path)
         raise TokenizerError(f"unknown tokenizer {text!r}: expected 'gpt2', a directory holding encoder.json + "
-                             "vocab.bpe, or a sentencepiece .model file.")
+                             "vocab.bpe, a sentencepiece .model file or a char vocabulary .json.")
 
     @staticmethod
     def train_sentencepiece(input_files: str | os.PathLike | Sequence[str | os.PathLike],

@@ -102,6 +102,8 @@ def ctx(tmp_path_factory, data_dir):
         shutil.copy(vocab / keep, root / name / keep)
         (root / name / cut).write_bytes((vocab / cut).read_bytes()[:1000])
         c[name] = str(root / name)
+    c["char_vocab"] = str(root / "char_vocab.json")  # Tiny Shakespeare's characters, as data.tokenizer="char"
+    Tokenizer.build_char([(data_dir / "train_corpora" / "tinyshakespeare" / "input.txt").read_text()], c["char_vocab"])
     (root / "bad.model").write_bytes(b"this is not a sentencepiece model")
     c["bad_model"] = str(root / "bad.model")
 
@@ -239,6 +241,10 @@ ROWS = [
         (r"vocab\.bpe:\d+", r"corrupt", r"GPT2_JAX_DATA_DIR")),
     Row("corrupt-sentencepiece-model", "gpt2-jax", [*S, "{hf}", "--vocab-dir", "{bad_model}"],
         (r"bad\.model", r"not a sentencepiece model", r"\.model file written by sentencepiece")),
+    Row("char-tokenizer-unseen-character", "gpt2-jax", [*S, "{hf}", "--vocab-dir", "{char_vocab}", "--prompt",
+                                                        "Wherefore art thou, Roméo?"],
+        (r"character 'é' \(U\+00E9\) at position 23", r"not in the char vocabulary \(65 characters",
+         r"replace that character|build the vocabulary from a corpus that contains it")),
     # ------------------------------------------------------------ gpt2-jax: eval files
     Row("unknown-eval-task", "gpt2-jax", [*E, "lambda", *OUT], (r"unknown eval task\(s\) \['lambda'\]", r"lambada")),
     Row("eval-limit-zero", "gpt2-jax", [*E, "lambada", "--limit", "0"], (r"limit=0", r"positive integer")),

@@ -192,3 +192,32 @@ def test_launcher_rejects_local_workdir(capsys):
             "--dry_run"]
     assert launch.main(argv) == 2
     assert "must be a gs:// path" in capsys.readouterr().err
+
+
+def test_nanogpt_shakespeare_char_recipes_resolve_and_lock():
+    """nanoGPT's config/train_shakespeare_char.py and its README's CPU variant, field by field."""
+    from gpt2_jax.train.config import TrainConfig
+    want = {"shakespeare_char": dict(n_layer=6, n_head=6, n_embd=384, dropout=0.2, seq_len=256, batch_size=64,
+                                     total_steps=5000, decay_steps=5000, eval_batches=200),
+            "shakespeare_char_cpu": dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0, seq_len=64, batch_size=12,
+                                         total_steps=2000, decay_steps=2000, eval_batches=20)}
+    for name, w in want.items():
+        cfg = registry.get_config(name)
+        with pytest.raises(AttributeError):
+            cfg.data.block_size = 64
+        tc = registry.train_config(name)
+        assert isinstance(tc, TrainConfig)
+        m, o, d = tc.model_config(66), tc.optimizer, tc.data
+        got = dict(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, seq_len=tc.seq_len,
+                   batch_size=tc.batch_size, total_steps=tc.total_steps, decay_steps=o.decay_steps,
+                   eval_batches=tc.eval_batches)
+        assert got == w, name
+        assert (d.tokenizer, d.windows, d.val_fraction, d.source) == ("char", "random", 0.1, "tinyshakespeare")
+        assert (o.peak_lr, o.peak_lr * o.min_lr_ratio, o.warmup_steps, o.b1, o.b2) == (1e-3, 1e-4, 100, 0.9, 0.99)
+        assert (o.weight_decay, o.decay_embeddings, o.grad_clip) == (0.1, True, 1.0)
+        assert (tc.eval_every, tc.eval_rows, tc.grad_accum_steps, m.n_positions) == (250, tc.batch_size, 1,
+                                                                                      tc.seq_len)
+    assert registry.train_config("shakespeare_char").model_config(66).num_params > 10_000_000
+    with pytest.raises(ConfigError, match="data.tokenizer='char'.*set model.vocab_size"):
+        from gpt2_jax.train import build
+        build.vocab_size_without_data(registry.train_config("shakespeare_char"))

@@ -351,3 +351,61 @@ def test_sentencepiece_training_failure_is_a_tokenizer_error(tmp_path):
 def test_load_unknown_spec(tmp_path):
     with pytest.raises(TokenizerError, match="unknown tokenizer 'gpt3'"):
         Tokenizer.load("gpt3")
+
+
+# ---- char vocabularies (nanoGPT's shakespeare_char) ----
+
+@pytest.fixture(scope="module")
+def shakespeare() -> str:
+    return (data_dir() / "train_corpora" / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+
+
+def test_char_vocab_is_nanogpts_sorted_characters(shakespeare, tmp_path):
+    """prepare.py: chars = sorted(list(set(data))); stoi = {ch: i}; the whole corpus encodes to stoi
+    and decodes back; <|endoftext|> is the one id after the characters."""
+    tok = Tokenizer.build_char([shakespeare[:500_000], shakespeare[500_000:]], tmp_path / "v.json", source="ts")
+    chars = sorted(set(shakespeare))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    assert (len(chars), tok.vocab_size, tok.eot_id) == (65, 66, 65)
+    ids = tok.encode(shakespeare)
+    assert ids == [stoi[c] for c in shakespeare]
+    assert tok.decode(ids) == shakespeare
+    assert tok.decode(np.asarray([stoi["a"], tok.eot_id, stoi["b"]])) == f"a{EOT}b"
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert saved == {"kind": "char", "chars": "".join(chars), "source": "ts"}
+
+
+def test_char_vocab_loads_by_path_name_and_round_trips_any_corpus_text(tmp_path):
+    text = "héllo naïve 日本 🤖\n\ttab"
+    tok = Tokenizer.build_char([text], tmp_path / "v.json")
+    for spec in (tmp_path / "v.json", str(tmp_path / "v.json"), tok.name):
+        again = Tokenizer.load(spec)
+        assert (again.name, again.vocab_size) == (tok.name, len(set(text)) + 1)
+        assert again.decode(again.encode(text)) == text
+    assert tok.encode(f"ab{EOT}ab", allow_special=True) == [*tok.encode("ab"), tok.eot_id, *tok.encode("ab")]
+    assert tok.encode_batch(["ab", "ba"]) == [tok.encode("ab"), tok.encode("ba")]
+
+
+@pytest.mark.parametrize("text, allow, char, pos", [
+    ("abcz", False, "'z'", 3), ("zabc", False, "'z'", 0), (f"ab{EOT}abz", True, "'z'", 2 + len(EOT) + 2),
+    (EOT, False, "'<'", 0), ("a\u00e9", False, "'é' \\(U\\+00E9\\)", 1), ("🤖", False, "'🤖' \\(U\\+1F916\\)", 0)])
+def test_char_unseen_character_is_one_clear_error(tmp_path, text, allow, char, pos):
+    tok = Tokenizer.build_char(["abc cab\n"], tmp_path / "v.json", source="corpus.txt")
+    with pytest.raises(TokenizerError, match=rf"character {char} .*at position {pos} is not in the char vocabulary "
+                                             r"\(5 characters of corpus\.txt\).*build the vocabulary from a corpus"):
+        tok.encode(text, allow_special=allow)
+
+
+def test_char_vocab_errors(tmp_path):
+    with pytest.raises(TokenizerError, match="vocabulary is built from a training corpus.*char_vocab.json"):
+        Tokenizer.load("char")
+    with pytest.raises(TokenizerError, match="char vocabulary not found.*absent.json"):
+        Tokenizer.load(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text('{"kind": "sentencepiece"}')
+    with pytest.raises(TokenizerError, match="bad.json is not a char vocabulary"):
+        Tokenizer.load(tmp_path / "bad.json")
+    (tmp_path / "unsorted.json").write_text('{"kind": "char", "chars": "ba"}')
+    with pytest.raises(TokenizerError, match="sorted and distinct"):
+        Tokenizer.load(tmp_path / "unsorted.json")
+    with pytest.raises(TokenizerError, match="no characters"):
+        Tokenizer.build_char(["", ""], tmp_path / "empty.json")

@@ -29,11 +29,12 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- data
     config.data = ml_collections.ConfigDict()
     config.data.source = "tinyshakespeare"  # "tinyshakespeare", a .txt/.jsonl path or glob, tfds:NAME[:SPLIT], tokens:GLOB
-    config.data.tokenizer = "gpt2"        # Tokenizer.load spec: "gpt2" (BPE from the data dir) or a sentencepiece .model
+    config.data.tokenizer = "gpt2"        # Tokenizer.load spec: "gpt2" (BPE from the data dir), a sentencepiece .model, or "char" (the corpus's sorted characters, built into WORKDIR/tokenizer/)
     config.data.tokenizer_vocab_size = 0  # > 0: train a sentencepiece BPE of this size on the corpus into WORKDIR/tokenizer/
     config.data.split_documents = "file"  # plain text: one document per file | blank_lines | lines
     config.data.text_field = "text"       # jsonl key / tfds feature holding the text
     config.data.val_fraction = 0.05       # tail share of windows held out for eval_loss (0 = no eval)
+    config.data.windows = "packed"        # packed: non-overlapping windows, shuffled per epoch | random: nanoGPT's get_batch (random offsets from (seed, step); val_fraction splits the token stream, 0.1 = its 90/10)
     config.data.cache_dir = ""            # token cache; "" = WORKDIR/token_cache (gs:// workdir: ~/.cache/gpt2_jax/token_cache)
     config.data.data_dir = ""             # data root; "" = $GPT2_JAX_DATA_DIR
     config.data.tfds_data_dir = ""        # where tfds datasets are prepared; "" = tfds' default

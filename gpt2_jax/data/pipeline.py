@@ -15,6 +15,7 @@ import numpy as np
 from gpt2_jax.data import shards
 from gpt2_jax.data.packing import PackedDataset, local_batch_size
 from gpt2_jax.data.sources import DataConfig
+from gpt2_jax.data.windows import RandomWindows
 from gpt2_jax.errors import DataError, log_once
 from gpt2_jax.extras import require
 
@@ -68,9 +69,10 @@ def _prefetch(fetch, start: int, end: int, depth: int = 2) -> Iterator[dict[str,
 
 @dataclasses.dataclass(frozen=True)
 class TrainData:
-    """Packed corpus bound to one process's batch geometry and seed; holds no iterator state."""
+    """Packed (or random-window) corpus bound to one process's batch geometry and seed; holds no
+    iterator state."""
 
-    packed: PackedDataset
+    packed: PackedDataset | RandomWindows
     global_batch_size: int
     seed: int
     process_index: int = 0
@@ -123,12 +125,13 @@ def make_train_data(cfg: DataConfig, tokenizer=None, *, seq_len: int, global_bat
                     seed: int, process_index: int = 0, process_count: int = 1,
                     data_dir: str | os.PathLike | None = None,
                     workdir: str | os.PathLike | None = None) -> TrainData:
-    """Read and tokenize (or load cached tokens for) cfg.source, pack windows of seq_len+1 and
-    bind the batch geometry; tokenizer defaults to Tokenizer.load(cfg.tokenizer)."""
+    """Read and tokenize (or load cached tokens for) cfg.source, cut windows of seq_len+1 (packed,
+    or at random offsets: cfg.windows) and bind the batch geometry; tokenizer defaults to
+    Tokenizer.load(cfg.tokenizer)."""
     local_batch_size(global_batch_size, process_count, process_index)  # fail before tokenizing
     if tokenizer is None:
         from gpt2_jax.tokenizer import Tokenizer
         tokenizer = Tokenizer.load(cfg.tokenizer)
     tokens = shards.load_token_shards(cfg, tokenizer, data_dir=data_dir, workdir=workdir)
-    packed = PackedDataset(tokens, seq_len, cfg.val_fraction)
+    packed = (RandomWindows if cfg.windows == "random" else PackedDataset)(tokens, seq_len, cfg.val_fraction)
     return TrainData(packed, global_batch_size, seed, process_index, process_count)

@@ -17,6 +17,7 @@ from gpt2_jax.textfiles import decode_utf8, iter_jsonl_field
 
 TINYSHAKESPEARE = "train_corpora/tinyshakespeare/input.txt"
 SPLIT_MODES = ("file", "blank_lines", "lines")
+WINDOW_MODES = ("packed", "random")
 SOURCE_HELP = ('"tinyshakespeare", a .txt/.jsonl path or glob, "tfds:NAME[/CONFIG][:SPLIT]" '
                '(e.g. tfds:openwebtext, tfds:c4/en:train) or "tokens:GLOB" (pre-tokenized .npy shards)')
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -28,11 +29,12 @@ class DataConfig:
     """What to train on and how to cut it; frozen so it can sit inside a run's config."""
 
     source: str = "tinyshakespeare"     # see SOURCE_HELP
-    tokenizer: str = "gpt2"             # Tokenizer.load spec: "gpt2" or a sentencepiece *.model path
+    tokenizer: str = "gpt2"             # Tokenizer.load spec: "gpt2", a sentencepiece *.model path, or "char"
     tokenizer_vocab_size: int = 0       # > 0: train a sentencepiece BPE of this size on the corpus (train.build)
     text_field: str = "text"            # jsonl key / tfds feature that holds a document's text
     split_documents: str = "file"       # plain text: one doc per file, per blank-line paragraph, or per line
     val_fraction: float = 0.05          # share of windows held out for validation (the last ones)
+    windows: str = "packed"             # "packed" windows in shuffled epochs | nanoGPT's "random" offsets (windows.py)
     cache_dir: str | None = None        # token cache; None -> <workdir>/token_cache (no cache without workdir)
     data_dir: str | None = None         # data root for named corpora; None -> $GPT2_JAX_DATA_DIR
     tfds_data_dir: str | None = None    # where tfds datasets are prepared (None: tfds' default)
@@ -41,6 +43,12 @@ class DataConfig:
     def __post_init__(self):
         if not self.source:
             raise DataError(f"source is empty; expected {SOURCE_HELP}.")
+        if self.windows not in WINDOW_MODES:
+            raise DataError(f"windows={self.windows!r} is not one of {WINDOW_MODES}.")
+        if self.tokenizer == "char" and self.tokenizer_vocab_size:
+            raise DataError(f"tokenizer='char' takes its vocabulary from the corpus's characters, but "
+                            f"tokenizer_vocab_size={self.tokenizer_vocab_size} asks for a sentencepiece BPE; "
+                            "set tokenizer_vocab_size=0.")
         if self.split_documents not in SPLIT_MODES:
             raise DataError(f"split_documents={self.split_documents!r} is not one of {SPLIT_MODES}.")
         if not 0.0 <= self.val_fraction < 1.0:

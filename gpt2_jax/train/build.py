@@ -27,6 +27,7 @@ from gpt2_jax.train.config import TrainConfig
 from gpt2_jax.train.optimizer import learning_rate_schedule, make_optimizer
 
 TOKENIZER_DIR = "tokenizer"
+CHAR_VOCAB = "char_vocab.json"
 
 
 def layout(config: TrainConfig, devices: Sequence[jax.Device] | None = None) -> Layout:
@@ -108,6 +109,8 @@ def tokenizer(config: TrainConfig, workdir: str | epath.PathLike):
     from gpt2_jax.tokenizer import Tokenizer
     d = config.data
     size = d.tokenizer_vocab_size
+    if d.tokenizer == "char":
+        return _char_tokenizer(config, epath.Path(workdir))
     if size <= 0:
         return Tokenizer.load(d.tokenizer), d.tokenizer
     from gpt2_jax.data import sources
@@ -131,12 +134,35 @@ def tokenizer(config: TrainConfig, workdir: str | epath.PathLike):
     return Tokenizer.load(str(path)), f"workdir:{rel}"
 
 
+def _char_tokenizer(config: TrainConfig, workdir: epath.Path):
+    """data.tokenizer="char": nanoGPT's sorted characters of the whole corpus (train and validation
+    text, as shakespeare_char/prepare.py), built once into WORKDIR/tokenizer/char_vocab.json and read
+    from there on resume, eval and sampling."""
+    from gpt2_jax.data import sources
+    from gpt2_jax.tokenizer import Tokenizer
+    d = config.data
+    rel = f"{TOKENIZER_DIR}/{CHAR_VOCAB}"
+    path = workdir / rel
+    if jax.process_index() == 0 and not path.exists():
+        src = sources.resolve_source(d, d.data_dir)
+        if src.kind == "tokens":
+            raise ConfigError(f"data.tokenizer='char' builds its vocabulary from text, but data.source={d.source!r} "
+                              "holds token ids; use a text source or the tokenizer the shards were made with.")
+        Tokenizer.build_char(sources.iter_documents(src, d), path, source=d.source)
+    sync("tokenizer_trained")  # the others read what process 0 wrote (a barrier, not a collective)
+    return Tokenizer.from_char_vocab(path), f"workdir:{rel}"
+
+
 def vocab_size_without_data(config: TrainConfig) -> int:
     """The model's vocabulary without reading any corpus: explicit, trained-BPE size, or tokenizer's."""
     if config.model.vocab_size:
         return config.model.vocab_size
     if config.data.tokenizer_vocab_size:
         return config.data.tokenizer_vocab_size
+    if config.data.tokenizer == "char":
+        raise ConfigError("data.tokenizer='char' sizes the vocabulary from the corpus, which compiling without "
+                          "data does not read; set model.vocab_size (characters + 1, e.g. 66 for Tiny "
+                          "Shakespeare).")
     from gpt2_jax.tokenizer import Tokenizer
     return Tokenizer.load(config.data.tokenizer).vocab_size
 
