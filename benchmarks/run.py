@@ -213,11 +213,11 @@ def main(argv=None) -> None:
             json.dump(results, f)
 
 
-BEGIN, END = "<!-- benchmarks.run:begin -->", "<!-- benchmarks.run:end -->"
 
 
-def write_markdown(path: str, text: str) -> None:
-    """Replace the block between the markers in `path` (append one if missing)."""
+def write_markdown(path: str, text: str, tag: str = "benchmarks.run") -> None:
+    """Replace the block between the `tag` markers in `path` (append one if missing)."""
+    BEGIN, END = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
     block = f"{BEGIN}\n{text}\n{END}"
     try:
         with open(path) as f:

@@ -115,3 +115,65 @@ def tokenizer(repeats=5):
 
 
 CASES = {"forward": forward, "attention": attention, "train": train, "generate": generate, "tokenizer": tokenizer}
+
+
+class EvalScorer:
+    """The straightforward PyTorch eval: HF GPT2LMHeadModel on the same weights (interop's HF state
+    dict), each request scored whole at batch 1 (a CBT candidate with its full context, every
+    rolling window in full; the LM head only at the scored positions, `logits_to_keep`), greedy
+    decoding by HF `generate` one prompt at a time. Duck-types gpt2_jax's Scorer (score, greedy,
+    cfg, stats), so the library's task code runs the same protocol on both."""
+
+    def __init__(self, params, cfg):
+        from gpt2_jax.evals.scoring import Stats
+        from gpt2_jax.interop import hf_config_from_cfg, params_to_hf_state_dict
+        try:
+            from transformers.initialization import no_init_weights
+        except ImportError:  # older transformers
+            from transformers.modeling_utils import no_init_weights
+        self.cfg, self.stats = cfg, Stats()
+        with no_init_weights():  # every weight is overwritten below
+            hf_cfg = transformers.GPT2Config(**hf_config_from_cfg(cfg), attn_implementation="sdpa")
+            self.model = transformers.GPT2LMHeadModel(hf_cfg).eval()
+        sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in params_to_hf_state_dict(params, cfg).items()}
+        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
+        self.model.tie_weights()
+
+    def score(self, requests, allowed_V=None, desc: str = ""):
+        from gpt2_jax.evals.scoring import Scored
+        allowed = None if allowed_V is None else torch.from_numpy(np.asarray(allowed_V, bool))
+        out, t0 = [], time.perf_counter()
+        with torch.inference_mode():
+            for seq, n in requests:
+                logits = self.model(torch.tensor([list(seq[:-1])]), logits_to_keep=n).logits[0].float()
+                lp = torch.log_softmax(logits, dim=-1)
+                tgt = torch.tensor(list(seq[-n:]))
+                logp = lp[torch.arange(n), tgt]
+                greedy = logp >= lp.max(dim=-1).values
+                greedy_allowed = greedy
+                if allowed is not None:
+                    masked = lp.masked_fill(~allowed, -float("inf")).max(dim=-1).values
+                    greedy_allowed = allowed[tgt] & (logp >= masked)
+                out.append(Scored(logp.double().numpy(), greedy.numpy(), greedy_allowed.numpy()))
+                self.stats.forward_tokens += len(seq) - 1
+                self.stats.padded_tokens += len(seq) - 1
+                self.stats.scored_tokens += n
+        self.stats.requests += len(requests)
+        self.stats.seconds += time.perf_counter() - t0
+        return out
+
+    def greedy(self, prompts, max_new_tokens: int, eos_id: int | None = None):
+        keep = self.cfg.n_positions - max_new_tokens
+        outs, t0 = [], time.perf_counter()
+        with torch.inference_mode():
+            for p in prompts:
+                x = torch.tensor([list(p)[-keep:]])
+                kw = dict(eos_token_id=eos_id, pad_token_id=eos_id) if eos_id is not None else dict(
+                    min_new_tokens=max_new_tokens, pad_token_id=0)
+                y = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                        do_sample=False, use_cache=True, **kw)[0, x.shape[1]:].tolist()
+                self.stats.forward_tokens += x.shape[1] + len(y)
+                outs.append(y + [eos_id] * (max_new_tokens - len(y)) if eos_id is not None else y)
+        self.stats.seconds += time.perf_counter() - t0
+        return outs

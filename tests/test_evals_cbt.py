@@ -45,3 +45,17 @@ def test_matches_torch(questions, mode):
         assert all(rel_close(a, b) for a, b in zip(mine, lls)), (mine, lls)
         correct.append(q.candidates[int(np.argmax(lls))] == q.answer)
     assert got == {"acc": 100.0 * np.mean(correct), "n": 4}
+
+
+@pytest.mark.parametrize("mode", ["paper", "harness"])
+def test_shared_prefix_equals_whole_requests(questions, mode):
+    """The 10 candidates packed around one copy of their context score as each candidate with its
+    whole context does (per candidate, per token, within 1e-5), and the accuracy is the same."""
+    from gpt2_jax.evals.scoring import Scorer
+    params, cfg, _, tok, _ = model()
+    shared, whole = Scorer(params, cfg, batch_size=4), Scorer(params, cfg, batch_size=4, share_prefix=False)
+    reqs = [r for q in questions for r in cbt.requests(q, mode, tok, cfg.n_positions)]
+    for a, b in zip(shared.score(reqs), whole.score(reqs)):
+        np.testing.assert_allclose(a.logp, b.logp, rtol=1e-5, atol=1e-5)
+    assert cbt.evaluate(shared, tok, questions, mode) == cbt.evaluate(whole, tok, questions, mode)
+    assert shared.stats.forward_tokens * 2 < whole.stats.forward_tokens  # contexts truncated to 128 here

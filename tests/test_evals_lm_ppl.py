@@ -110,3 +110,21 @@ def test_full_real_test_files(files):
     assert ptb["n"] == 82430 and math.isfinite(ptb["ppl"])
     wt103 = lm_ppl.harness_metrics(scorer, tok, "wikitext103", files["wikitext103"])
     assert wt103["n"] == 62 and wt103["bytes"] > 1.2e6 and math.isfinite(wt103["word_ppl"])
+
+
+def test_each_window_runs_once_with_little_padding(files):
+    """Paper-mode perplexity puts each sliding window through the model once (forward tokens = the
+    windows' tokens, each token scored once) and pads little: the windows fill their length bucket
+    and a short last batch runs only the rows it needs."""
+    from gpt2_jax.evals.scoring import Scorer, rolling_requests
+    params, cfg, _, tok, _ = model()
+    scorer = Scorer(params, cfg, batch_size=8)
+    text = "".join(files["wikitext2"].splitlines(keepends=True)[:60])
+    lm_ppl.paper_metrics(scorer, tok, "wikitext2", text, context=128, stride=64)
+    tokens = tok.encode(lm_ppl.PAPER_DETOK["wikitext2"](text))
+    windows = rolling_requests(tokens, tok.eot_id, 128, 64)
+    assert len(windows) > 8 and len(windows) % 8
+    assert scorer.stats.forward_tokens == sum(len(s) - 1 for s, _ in windows)
+    assert scorer.stats.scored_tokens == len(tokens)
+    assert scorer.stats.padded_tokens == 128 * len(windows)  # every window fills its 128-token row
+    assert scorer.stats.metrics()["padding_fraction"] < 0.01

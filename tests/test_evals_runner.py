@@ -40,6 +40,9 @@ def test_all_tasks_end_to_end(data_dir, tmp_path):
                        "cnn_dm": {"rouge1", "rouge2", "rougeL", "rougeLsum", "random3_rouge1", "n"},
                        "wmt14_en_fr": {"bleu", "n"}, "wmt14_fr_en": {"bleu", "n"}, "nq": {"em", "n"}}.items():
         assert keys <= set(res[task]), task
+    for task, m in res.items():  # every task reports its throughput
+        assert {"scored_tokens_per_sec", "forward_tokens_per_sec", "forward_tokens", "padding_fraction"} <= set(m)
+        assert m["forward_tokens"] > 0 and m["forward_tokens_per_sec"] > 0, task
     assert res["lambada"]["n"] == 4 and res["coqa"]["n"] == 4 and res["cbt_ne"]["n"] == 1
     assert res["enwik8"]["n"] == 4000 and res["text8"]["n"] == 4000  # limit 4 -> first 4 KB
     assert res["wsc273"]["n"] == res["wmt14_fr_en"]["n"] == res["nq"]["n"] == 4

@@ -44,6 +44,7 @@ def test_shared_prefix_equals_whole_requests(schemas):
     some = schemas[:40]
     shared, whole = Scorer(params, cfg, batch_size=4), Scorer(params, cfg, batch_size=4, share_prefix=False)
     np.testing.assert_allclose(wsc.score(shared, tok, some), wsc.score(whole, tok, some), rtol=1e-5, atol=1e-5)
+    assert wsc.evaluate(shared, tok, some) == wsc.evaluate(whole, tok, some)
     assert shared.stats.forward_tokens < whole.stats.forward_tokens
     reqs, where = wsc.requests(some, tok, cfg.n_positions)
     for pre, (a, b), common, _ in where:  # the two candidates share [eot] + the common tokens

@@ -49,6 +49,26 @@ metric_list:
 metadata:
   version: 1.0
 """
+# A multiple_choice task on real passages: the final word against two other words of the passage,
+# each choice a loglikelihood request with the passage as its shared context.
+CHOICE_TASK = """\
+task: lambada_choice_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {lambada}
+output_type: multiple_choice
+test_split: test
+doc_to_text: "{{{{text.split(' ')[:-1]|join(' ')}}}}"
+doc_to_choice: "{{{{[text.split(' ')[-1], text.split(' ')[0], text.split(' ')[2]]}}}}"
+doc_to_target: 0
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
 
 
 def _jsonl(path, rows):
@@ -83,6 +103,7 @@ def env(tmp_path_factory):
                                          f"dataset_kwargs:\n  data_files:\n    test: {tasks / 'arc.jsonl'}\n"
                                          "training_split: null\nvalidation_split: null\n")
     (tasks / "lambada_gen_local.yaml").write_text(GEN_TASK.format(lambada=f"{DATA}/lambada/lambada_test.jsonl"))
+    (tasks / "lambada_choice_local.yaml").write_text(CHOICE_TASK.format(lambada=f"{DATA}/lambada/lambada_test.jsonl"))
     # logits_cache=False: with its cache, HFLM scores a request whose ctx + cont[:-1] equals a longer
     # one's by the representative's first len(cont) positions instead of its last (lm-eval 0.4.13,
     # huggingface.py _loglikelihood_tokens); gpt2_jax gives the uncached, correct value.
@@ -215,6 +236,25 @@ def test_shared_prefix_equals_whole_requests(env):
             np.testing.assert_allclose(ra[0][0], rb[0][0], rtol=1e-5, atol=1e-5)
             assert ra[0][1] == rb[0][1]
     assert shared_tokens < whole.scorer.stats.forward_tokens
+
+
+def test_shared_prefix_equals_whole_requests_on_real_passages(env):
+    """A multiple_choice task over real LAMBADA passages (three choices per passage): lm-eval's own
+    request builder, per-choice log-likelihoods within 1e-5 and the same acc, packed or not."""
+    whole = harness.GPT2JaxLM(checkpoint=(model()[0], model()[1]), batch_size=4, share_prefix=False)
+    ours = env["ours"]
+    samples = {"lambada_choice_local": list(range(12))}
+    before = ours.scorer.stats.forward_tokens
+    a = _run(ours, env, samples)
+    shared_tokens = ours.scorer.stats.forward_tokens - before
+    b = _run(whole, env, samples)
+    for sa, sb in zip(a["samples"]["lambada_choice_local"], b["samples"]["lambada_choice_local"]):
+        assert len(sa["resps"]) == 3
+        for ra, rb in zip(sa["resps"], sb["resps"]):
+            np.testing.assert_allclose(ra[0][0], rb[0][0], rtol=1e-5, atol=1e-5)
+    acc = lambda r: r["results"]["lambada_choice_local"]["acc,none"]
+    assert acc(a) == acc(b)
+    assert shared_tokens * 2 < whole.scorer.stats.forward_tokens
 
 
 _SHARDED = """

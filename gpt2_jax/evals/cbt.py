@@ -48,7 +48,7 @@ def requests(q: CBTQuestion, mode: str, tokenizer, max_len: int) -> list[tuple[l
 
 def evaluate(scorer: Scorer, tokenizer, questions: list[CBTQuestion], mode: str) -> dict[str, Any]:
     reqs = [r for q in questions for r in requests(q, mode, tokenizer, scorer.cfg.n_positions)]
-    scored = scorer.score(reqs)
+    scored = scorer.score(reqs, desc="cbt")
     ll = np.array([s.logp.sum() for s in scored]).reshape(len(questions), 10)
     picks = ll.argmax(axis=1)
     correct = [q.candidates[i] == q.answer for q, i in zip(questions, picks)]

@@ -65,7 +65,7 @@ def requests(texts: list[str], tokenizer, max_len: int) -> list[tuple[list[int],
 def evaluate(scorer: Scorer, tokenizer, texts: list[str], mode: str) -> dict[str, Any]:
     """Metrics of `mode` ('paper' or 'harness') over the passages; accuracies in percent."""
     allowed = stopword_allowed(tokenizer, scorer.cfg.vocab_size) if mode == "paper" else None
-    scored = scorer.score(requests(texts, tokenizer, scorer.cfg.n_positions), allowed)
+    scored = scorer.score(requests(texts, tokenizer, scorer.cfg.n_positions), allowed, desc="lambada")
     word_ll = np.array([s.logp.sum() for s in scored])
     word_acc = 100.0 * float(np.mean([s.greedy.all() for s in scored]))
     ppl = math.exp(-float(word_ll.mean()))

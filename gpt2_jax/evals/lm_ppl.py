@@ -67,7 +67,7 @@ def paper_metrics(scorer: Scorer, tokenizer, task: str, text: str, context: int 
     context = context or scorer.cfg.n_positions
     stride = stride or max(1, context // 2)
     tokens = tokenizer.encode(PAPER_DETOK[task](text))
-    ll = total_logprob(scorer.score(rolling_requests(tokens, tokenizer.eot_id, context, stride)))
+    ll = total_logprob(scorer.score(rolling_requests(tokens, tokenizer.eot_id, context, stride), desc=task))
     if task in CHAR_TASKS:
         n_bytes = n_bytes or len(text.encode("utf-8"))
         return {"bpb": -ll / n_bytes / math.log(2), "n": n_bytes, "bpe_tokens": len(tokens)}
@@ -84,7 +84,7 @@ def harness_metrics(scorer: Scorer, tokenizer, task: str, text: str,
     detok = detokenizers.harness_wikitext_detokenize if task.startswith("wikitext") else detokenizers.identity
     reqs = [r for doc in docs
             for r in rolling_requests(tokenizer.encode(detok(doc)), tokenizer.eot_id, context, context)]
-    ll = total_logprob(scorer.score(reqs))
+    ll = total_logprob(scorer.score(reqs, desc=task))
     words = sum(len(re.split(r"\s+", doc)) for doc in docs)
     n_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
     return {"word_ppl": math.exp(-ll / words), "byte_ppl": math.exp(-ll / n_bytes),

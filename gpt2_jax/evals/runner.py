@@ -94,8 +94,18 @@ def _cut_lines(text: str, limit: int | None) -> str:
     return "".join(text.splitlines(keepends=True)[:limit])
 
 
-def _run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, scorer: Scorer, tok,
-              opts: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
+def data_paths(names: Sequence[str], mode: str, files: dict[str, Any] | None = None, data_dir: Any = None,
+               cbt_split: str | None = None) -> dict[str, pathlib.Path]:
+    """The data file of each task (`files` overrides the data dir's official names)."""
+    files = files or {}
+    return {t: _data_path(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
+
+
+def run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, scorer: Scorer, tok,
+             opts: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
+    """One task's (metrics, predictions or None) with `scorer` (anything with Scorer's score /
+    greedy / cfg, e.g. the benchmark's PyTorch reference); opts: context, stride, cbt_split,
+    coqa_max_new_tokens (None = the defaults)."""
     if task == "lambada":
         texts = readers.read_lambada(path)[:limit]
         return lambada.evaluate(scorer, tok, texts, mode), None
@@ -173,7 +183,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise InputError(f"limit={limit!r} must be a positive integer (or None for everything).")
     # Resolve every data file before loading the model, so a missing file fails fast.
-    data_paths = {t: _data_path(t, _split(t, mode, cbt_split), files.get(t), data_dir) for t in names}
+    paths_ = data_paths(names, mode, files, data_dir, cbt_split)
     textgen.require_metrics(names)
     params, cfg = _load_model(checkpoint_or_params, cfg)
     tok = checkpoint_tokenizer(tokenizer, checkpoint_or_params, data_dir)
@@ -184,7 +194,7 @@ def run_eval(checkpoint_or_params: Any, tasks: str | Sequence[str] | None = None
     predictions: dict[str, Any] = {}
     for task in names:
         t0, before = time.perf_counter(), dataclasses.replace(scorer.stats)
-        metrics, preds = _run_task(task, data_paths[task], mode, limit, scorer, tok, opts)
+        metrics, preds = run_task(task, paths_[task], mode, limit, scorer, tok, opts)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         metrics.update(scorer.stats.minus(before).metrics())
         results[task] = metrics
