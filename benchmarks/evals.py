@@ -124,7 +124,7 @@ def bench(size: str = "124m", tasks=None, limits: dict | None = None, data_dir=N
         jm, js, warm = run_side(task, path, lim, jax_scorer, tok)
         tm, ts, tsec = run_side(task, path, lim, torch_scorer, tok)
         ok, why = metrics_agree(jm, tm, rtol)
-        if task in runner._LM or task in lm_ppl.CHAR_TASKS:
+        if task in runner.LM_TASKS or task in lm_ppl.CHAR_TASKS:
             full_fwd = full_forward_tokens(task, path, tok, cfg)
             measured = lim
             scale, how = full_fwd / max(js.forward_tokens, 1), f"x {full_fwd:,} forward tokens (full file)"

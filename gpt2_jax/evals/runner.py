@@ -31,7 +31,8 @@ from gpt2_jax.sharding import Layout
 TASKS = ("lambada", "cbt_cn", "cbt_ne", "wikitext2", "wikitext103", "ptb", "coqa", "enwik8", "text8",
          "wsc273", "cnn_dm", "wmt14_en_fr", "wmt14_fr_en", "nq")
 MODES = ("paper", "harness")
-_LM = ("wikitext2", "wikitext103", "ptb")
+LM_TASKS = (  # word-level rolling perplexity (enwik8/text8: lm_ppl.CHAR_TASKS)
+    "wikitext2", "wikitext103", "ptb")
 
 
 def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
@@ -112,7 +113,7 @@ def run_task(task: str, path: pathlib.Path, mode: str, limit: int | None, scorer
     if task.startswith("cbt"):
         questions = readers.read_cbt(path, task[-2:].upper(), _split(task, mode, opts.get("cbt_split")))[:limit]
         return cbt.evaluate(scorer, tok, questions, mode), None
-    if task in _LM:
+    if task in LM_TASKS:
         text = _cut_lines(readers.read_text(task, path), limit)
         return lm_ppl.evaluate(scorer, tok, task, text, mode, opts.get("context"), opts.get("stride")), None
     if task in lm_ppl.CHAR_TASKS:
