@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from experiments.configs import gpt2_paper, tiny
+from experiments.configs import finetune, gpt2_paper, tiny
 from gpt2_jax.errors import ConfigError
 
 # name -> (factory(tpu) -> ConfigDict, one-line description, TPU slices with presets)
@@ -15,6 +15,8 @@ _EXPERIMENTS: dict[str, tuple[Callable[[str], ml_collections.ConfigDict], str, l
     "tiny_test": (lambda tpu: tiny.tiny_test(), "2-layer d=64 model, 20 steps of Tiny Shakespeare (tests)", []),
     "tiny_shakespeare": (lambda tpu: tiny.tiny_shakespeare(),
                          "4-layer d=128 model on Tiny Shakespeare, a few minutes on a laptop CPU", []),
+    "finetune_shakespeare": (lambda tpu: finetune.finetune_shakespeare(),
+                             "nanoGPT's fine-tune: gpt2 + GPT-2 BPE on Tiny Shakespeare, lr 3e-5, 20 steps", []),
 }
 for _size in gpt2_paper.SIZES:
     _EXPERIMENTS[f"gpt2_{_size}"] = (
