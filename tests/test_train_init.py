@@ -136,7 +136,8 @@ def test_init_from_a_workdir_starts_from_its_params_with_a_fresh_optimizer(setup
     tx = opt_lib.make_optimizer(cfg.optimizer, cfg.total_steps)
     train_step = step_lib.make_train_step(CFG, tx, opt_lib.learning_rate_schedule(cfg.optimizer, cfg.total_steps))
     state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=src_params, opt_state=tx.init(src_params))
-    state, _ = jax.jit(train_step)(state, {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])})
+    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+    state, _ = jax.jit(train_step)(state, batch)
     got, _ = workdir_lib.load_params_from_workdir(tmp_path / "b", step=1)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -169,3 +170,14 @@ def test_a_larger_vocab_pads_wte_with_the_mean_row_and_other_shapes_must_match()
         init_lib.fit_params(jax.tree.map(np.asarray, params), CFG, CFG.replace(n_positions=128), "x")
     with pytest.raises(CheckpointError, match=r"tensor wte has shape \(384, 64\) .* expects \(200, 64\)"):
         init_lib.fit_params(jax.tree.map(np.asarray, params), CFG, CFG.replace(vocab_size=200), "x")
+
+
+@pytest.mark.parametrize("fmt", ["hf", "openai"])
+def test_load_params_reads_hf_and_openai_dirs_onto_the_given_shardings(tmp_path, fmt):
+    params = init_params(CFG, jax.random.key(2))
+    (interop.save_hf if fmt == "hf" else interop.save_openai)(params, CFG, tmp_path / fmt)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    got = init_lib.load_params(str(tmp_path / fmt), CFG, jax.tree.map(lambda _: sharding, params))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
+        assert a.sharding == sharding
+        np.testing.assert_array_equal(a, b)
