@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from experiments.configs import gpt2_paper, nanogpt, tiny
+from experiments.configs import finetune, gpt2_paper, nanogpt, tiny
 from gpt2_jax.errors import ConfigError
 
 # name -> (factory(tpu) -> ConfigDict, one-line description, TPU slices with presets)
@@ -19,6 +19,8 @@ _EXPERIMENTS: dict[str, tuple[Callable[[str], ml_collections.ConfigDict], str, l
                          "nanoGPT's config/train_shakespeare_char.py: 6x384 char-level GPT, 5000 iters (val 1.4697)", []),
     "shakespeare_char_cpu": (lambda tpu: nanogpt.shakespeare_char_cpu(),
                              "nanoGPT's README CPU variant: 4x128 char-level GPT, 2000 iters (val ~1.88)", []),
+    "finetune_shakespeare": (lambda tpu: finetune.finetune_shakespeare(),
+                             "nanoGPT's fine-tune: gpt2 + GPT-2 BPE on Tiny Shakespeare, lr 3e-5, 20 steps", []),
 }
 for _size in gpt2_paper.SIZES:
     _EXPERIMENTS[f"gpt2_{_size}"] = (

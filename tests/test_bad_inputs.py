@@ -320,6 +320,13 @@ ROWS = [
     Row("resume-with-a-different-model", "experiments.main",
         [*M, "--workdir={resume_run}", "<train>", "--config.model.n_embd=128", "--config.total_steps=8"],
         (r"n_embd", r"checkpoint", r"workdir"), keeps="resume_run"),
+    Row("init-from-missing-path", "experiments.main",
+        [*M, "--workdir={tmp}/m14", "<train>", "--config.init_from={tmp}/no_such_ckpt"],
+        (r"init_from='[^']*no_such_ckpt'", r"does not exist", r"HF dir", r"released model name")),
+    Row("init-from-checkpoint-of-another-shape", "experiments.main",
+        [*M, "--workdir={tmp}/m15", "<train>", "--config.init_from={hf}", "--config.model.n_embd=128"],
+        (r"init_from='[^']*hf'", r"tensor wte has shape \(512, 64\)", r"expects \(512, 128\)",
+         r"n_embd=64", r"set model\.\*")),
     # ------------------------------------------------------------ library API
     Row("api-unknown-model-name", "api", _api_unknown_model, (r"'gpt5'", r"known: gpt2"), rc=ConfigError),
     Row("api-prompt-longer-than-context", "api", _api_generate_too_long,

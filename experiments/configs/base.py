@@ -10,6 +10,9 @@ from gpt2_jax.sharding import DEFAULT_RULES
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = ""                      # experiment name (the registry fills it in)
+    config.init_from = ""                 # starting weights: "" = random; gpt2..gpt2-xl, an HF dir, an OpenAI dir or a workdir
+    # (init_from: released names are downloaded once; shapes must match model.*, a larger model.vocab_size
+    # pads wte; a checkpoint in this run's own workdir (resume) wins over it; Adam always starts fresh)
 
     # ---------------------------------------------------------------- model
     config.model = ml_collections.ConfigDict()
@@ -39,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ""             # data root; "" = $GPT2_JAX_DATA_DIR
     config.data.tfds_data_dir = ""        # where tfds datasets are prepared; "" = tfds' default
     config.data.tfds_download = False     # let tfds download + prepare (needs network)
+    config.data.dump_batches = 0          # K > 0: the first K steps' global batches, int32 [batch, seq_len+1], to
+    #                                       WORKDIR/batches/step_{i:06d}.npy (i = the step that consumed it)
 
     # ---------------------------------------------------------------- batch and schedule
     config.seq_len = 1024                 # tokens per training sequence (paper: 1024)

@@ -39,6 +39,7 @@ class DataConfig:
     data_dir: str | None = None         # data root for named corpora; None -> $GPT2_JAX_DATA_DIR
     tfds_data_dir: str | None = None    # where tfds datasets are prepared (None: tfds' default)
     tfds_download: bool = False         # let tfds download and prepare a missing dataset (needs network)
+    dump_batches: int = 0               # > 0: the training loop writes its first K global batches (train.loop)
 
     def __post_init__(self):
         if not self.source:
@@ -53,6 +54,9 @@ class DataConfig:
             raise DataError(f"split_documents={self.split_documents!r} is not one of {SPLIT_MODES}.")
         if not 0.0 <= self.val_fraction < 1.0:
             raise DataError(f"val_fraction={self.val_fraction} must be in [0, 1); 0 disables validation.")
+        if self.dump_batches < 0:
+            raise DataError(f"dump_batches={self.dump_batches} must be >= 0 (0 = off, K = write the first K "
+                            "steps' batches to WORKDIR/batches/).")
         if not self.text_field:
             raise DataError("text_field is empty; name the jsonl/tfds field that holds the text, "
                             "e.g. 'text'.")

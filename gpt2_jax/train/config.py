@@ -78,6 +78,7 @@ _POSITIVE = ("seq_len", "batch_size", "grad_accum_steps", "total_steps", "log_ev
 class TrainConfig:
     """Everything one training run reads (see experiments/configs/base.py for each field)."""
     name: str = ""
+    init_from: str = ""              # "" = random init; else a checkpoint (train.init.SOURCES_HELP)
     model: ModelSpec = ModelSpec()
     data: DataConfig = DataConfig()
     optimizer: OptimizerConfig = OptimizerConfig()

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import NamedSharding
 
 from gpt2_jax.errors import ConfigError
@@ -38,6 +39,24 @@ def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding, global_r
     """This process's rows -> global arrays sharded by `sharding` (no cross-host transfer)."""
     return {k: jax.make_array_from_process_local_data(sharding, v, (global_rows,) + v.shape[1:])
             for k, v in local.items()}
+
+
+BATCHES_DIR = "batches"
+
+
+def dump_batch(workdir: Any, step: int, batch: dict[str, jax.Array], *, primary: bool) -> None:
+    """WORKDIR/batches/step_{step:06d}.npy: the global batch step `step` consumed as int32 token
+    ids [batch, seq_len + 1] (inputs + the last target), so another framework can replay the run.
+    Every process gathers the rows it does not hold (a collective: all call it); process 0 writes."""
+    from jax.experimental import multihost_utils
+    inputs, targets = (np.asarray(multihost_utils.process_allgather(batch[k], tiled=True))
+                       for k in ("inputs", "targets"))
+    if not primary:
+        return
+    out = epath.Path(workdir) / BATCHES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"step_{step:06d}.npy").open("wb") as f:
+        np.save(f, np.concatenate([inputs, targets[:, -1:]], axis=1).astype(np.int32))
 
 
 class PreemptionWatch:

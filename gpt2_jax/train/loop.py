@@ -16,7 +16,7 @@ from etils import epath
 
 from gpt2_jax.distributed import from_process_0, sync
 from gpt2_jax.errors import ConfigError, TrainingError
-from gpt2_jax.train import build, distributed, metrics as metrics_lib, mfu as mfu_lib
+from gpt2_jax.train import build, distributed, init as init_lib, metrics as metrics_lib, mfu as mfu_lib
 from gpt2_jax.train.checkpoint import Checkpointer, checkpoint_dir
 from gpt2_jax.train.config import TrainConfig
 
@@ -67,10 +67,17 @@ def _check_resume(run: build.Run, workdir):
 
 
 def _initial_state(run: build.Run, ckpt: Checkpointer, workdir):
+    """(state, resumed): the workdir's newest checkpoint if any (it wins over init_from, so a
+    restarted fine-tuning run continues), else config.init_from's params, else a random init."""
     state, _ = ckpt.restore_latest(run.abstract_state(), _check_resume(run, workdir))
+    init_from = run.config.init_from
     if state is not None:
-        log.info("resumed from step %d of %s", int(state.step), checkpoint_dir(workdir))
+        log.info("resumed from step %d of %s%s", int(state.step), checkpoint_dir(workdir),
+                 f" (init_from={init_from!r} is not read: the run's own checkpoint takes precedence)"
+                 if init_from else "")
         return state, True
+    if init_from:
+        return init_lib.init_state(run, init_from), False
     return run.init_state(jax.random.key(run.config.seed)), False
 
 
@@ -141,6 +148,7 @@ def train(config: TrainConfig | Any, workdir: str, *, on_step: Callable[[int], N
         state, resumed = _initial_state(run, ckpt, workdir)
         start = int(jax.device_get(state.step))
         summary["start_step"], summary["resumed"] = start, resumed
+        summary["init_from"] = config.init_from if config.init_from and not resumed else ""
         writer.truncate_after(start)
         last_saved = start if resumed else None
         batches = data.train.train_batches(start, total)
@@ -151,6 +159,8 @@ def train(config: TrainConfig | Any, workdir: str, *, on_step: Callable[[int], N
         compiled = None
         for s in range(start + 1, total + 1):
             batch = data.global_batch(run, next(batches), config.batch_size)
+            if s <= config.data.dump_batches:
+                distributed.dump_batch(workdir, s, batch, primary=primary)
             if compiled is None:
                 t0 = time.perf_counter()
                 compiled = run.train_step.lower(state, batch).compile()
