@@ -19,7 +19,6 @@ full file's windows are built, not run); the others by examples (full size / exa
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -181,18 +180,11 @@ def main(argv=None) -> int:
     load0, t0 = os.getloadavg(), time.perf_counter()
     res = bench(args.size, tasks, limits, log=lambda s: print(s, file=sys.stderr, flush=True))
     load1 = os.getloadavg()
-    from benchmarks.run import machine, write_markdown
-    header = (f"`python -m benchmarks.evals {' '.join(argv if argv is not None else sys.argv[1:])}`".replace(" `", "`")
-              + f" — {datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}; GPT-2 {args.size} shape, random "
-              f"weights; load average (1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at start, "
-              f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at end; took {time.perf_counter() - t0:.0f} s.")
-    text = header + "\n\n" + table(res)
-    print(text)
-    if args.markdown:
-        write_markdown(args.markdown, text, tag="benchmarks.evals")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1, default=str)
+    from benchmarks.run import publish
+    publish("benchmarks.evals", argv, f"GPT-2 {args.size} shape, random weights; load average (1/5/15 min) "
+            f"{load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at start, {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at "
+            f"end; took {time.perf_counter() - t0:.0f} s.", table(res), res, args.markdown, args.json,
+            indent=1, default=str)
     return 0 if all(r["agree"] for r in res["tasks"].values()) else 1
 
 

@@ -200,19 +200,26 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     results = collect(cases, rounds, env, args.quick, args.timeout)
     wall = time.perf_counter() - t0
-    header = (f"`python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}`".replace("  ", " ")
-              + f" — {datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}; threads {args.threads}, malloc "
-              f"{args.malloc}, {rounds} round(s); load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-              f"took {wall:.0f} s.")
-    text = header + "\n\n" + table(results)
+    publish("benchmarks.run", argv, f"threads {args.threads}, malloc {args.malloc}, {rounds} round(s); load "
+            f"average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; took {wall:.0f} s.",
+            table(results), results, args.markdown, args.json)
+
+
+
+
+def publish(module: str, argv, details: str, table_text: str, records, markdown: str = "", json_path: str = "",
+            **dump_kw) -> None:
+    """Print the command line, date, machine and `details` over the table; also into `markdown`
+    (between the module's markers) and the records into `json_path`, when given."""
+    cmd = " ".join(argv if argv is not None else sys.argv[1:])
+    text = (f"`python -m {module} {cmd}`".replace(" `", "`")
+            + f" — {datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}; {details}\n\n{table_text}")
     print(text)
-    if args.markdown:
-        write_markdown(args.markdown, text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f)
-
-
+    if markdown:
+        write_markdown(markdown, text, tag=module)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(records, f, **dump_kw)
 
 
 def write_markdown(path: str, text: str, tag: str = "benchmarks.run") -> None:

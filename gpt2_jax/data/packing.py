@@ -27,6 +27,19 @@ def split_windows(num_windows: int, val_fraction: float) -> int:
     return 0 if val_fraction <= 0 else max(1, int(num_windows * val_fraction))
 
 
+def checked_shards(tokens: np.ndarray | Sequence[np.ndarray], seq_len: int, val_fraction: float) -> list[np.ndarray]:
+    """The 1-D integer token shards, with seq_len and val_fraction checked (one error naming each)."""
+    shards = [tokens] if isinstance(tokens, np.ndarray) else list(tokens)
+    for i, s in enumerate(shards):
+        if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer):
+            raise DataError(f"token shard {i} must be a 1-D integer array, got {s.dtype}{list(s.shape)}.")
+    if seq_len <= 0:
+        raise InputError(f"seq_len={seq_len} must be positive.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction={val_fraction} must be in [0, 1).")
+    return shards
+
+
 class PackedDataset:
     """Non-overlapping windows of seq_len+1 tokens over one or more 1-D token shards.
 
@@ -37,14 +50,7 @@ class PackedDataset:
 
     def __init__(self, tokens: np.ndarray | Sequence[np.ndarray], seq_len: int,
                  val_fraction: float = 0.05):
-        shards = [tokens] if isinstance(tokens, np.ndarray) else list(tokens)
-        for i, s in enumerate(shards):
-            if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer):
-                raise DataError(f"token shard {i} must be a 1-D integer array, got {s.dtype}{list(s.shape)}.")
-        if seq_len <= 0:
-            raise InputError(f"seq_len={seq_len} must be positive.")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"val_fraction={val_fraction} must be in [0, 1).")
+        shards = checked_shards(tokens, seq_len, val_fraction)
         self.seq_len, self.window = seq_len, seq_len + 1
         counts = [len(s) // self.window for s in shards]
         self._views = [s[: c * self.window].reshape(c, self.window) for s, c in zip(shards, counts)]

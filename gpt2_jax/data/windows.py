@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from gpt2_jax.data.packing import _split, local_batch_size
+from gpt2_jax.data.packing import _split, checked_shards, local_batch_size
 from gpt2_jax.errors import DataError, InputError
 
 _TRAIN_TAG, _EVAL_TAG = 0x7261_6E64, 0x6576_616C  # "rand", "eval": streams apart from PackedDataset's
@@ -21,14 +21,7 @@ class RandomWindows:
     interface as PackedDataset, so TrainData and the loop take either."""
 
     def __init__(self, tokens: np.ndarray | Sequence[np.ndarray], seq_len: int, val_fraction: float = 0.1):
-        shards = [tokens] if isinstance(tokens, np.ndarray) else list(tokens)
-        for i, s in enumerate(shards):
-            if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer):
-                raise DataError(f"token shard {i} must be a 1-D integer array, got {s.dtype}{list(s.shape)}.")
-        if seq_len <= 0:
-            raise InputError(f"seq_len={seq_len} must be positive.")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"val_fraction={val_fraction} must be in [0, 1).")
+        shards = checked_shards(tokens, seq_len, val_fraction)
         self.seq_len, self.window = seq_len, seq_len + 1
         self._shards = [s for s in shards if len(s)]
         self._starts = np.cumsum([0] + [len(s) for s in self._shards])
