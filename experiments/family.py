@@ -133,8 +133,12 @@ def run_size(size: family_cfg.Size, variant: family_cfg.Variant, tokenizer: str,
     return record
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress shows up at once in a redirected log too
+
+
 def run(variant_name: str = "full", workdir: str | pathlib.Path | None = None, *, data_dir: str | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = _print) -> dict[str, Any]:
     """The whole family: tokenizer, overlap, every size trained and scored, report.md + figure.
     Returns {"variant", "sizes": [per-size records], "overlap", "report", "figure", "seconds"}."""
     import jax
