@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from experiments.configs import finetune, gpt2_paper, nanogpt, tiny
+from experiments.configs import family, finetune, gpt2_paper, nanogpt, tiny
 from gpt2_jax.errors import ConfigError
 
 # name -> (factory(tpu) -> ConfigDict, one-line description, TPU slices with presets)
@@ -27,6 +27,12 @@ for _size in gpt2_paper.SIZES:
         lambda tpu, _size=_size: gpt2_paper.get_config(_size, tpu),
         f"GPT-2 {_size.upper()} ({gpt2_paper.SIZES[_size][0]}) on OpenWebText, the paper's settings",
         gpt2_paper.slices(_size))
+
+for _s in family.VARIANTS["full"].sizes:  # one size of `python -m experiments.family` (trains its own BPE)
+    _EXPERIMENTS[f"family_{_s.name}"] = (
+        lambda tpu, _n=_s.name: family.get_config(_n),
+        f"family size {_s.name}: {_s.n_layer}x{_s.n_embd} ({_s.non_embedding_params:,} non-embedding params) "
+        "on CBT's training books + Brown (experiments.family trains all four)", [])
 
 
 def names() -> list[str]:

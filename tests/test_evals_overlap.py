@@ -64,3 +64,17 @@ def test_overlap_report_on_cbt_books(data_dir, tmp_path):
     want = _exact_percent((data_dir / "cbt/cbt_test.txt").read_text(), q_text)
     assert abs(res["cbt_cn"]["percent"] - want) < 1e-9
     assert want > 90  # the question's sentences are verbatim from the test books
+
+
+def test_wsc273_overlap_reads_sentences_not_json_keys(data_dir, tmp_path):
+    """The WSC273 eval set is its 273 sentences (right candidate substituted), not the jsonl's text."""
+    text = ov.eval_set_text("wsc273", data_dir)
+    lines = text.splitlines()
+    assert len(lines) == 273
+    assert lines[0] == "The city councilmen refused the demonstrators a permit because the city councilmen feared violence."
+    assert "context_options" not in text and "continuation" not in text
+    corpus = tmp_path / "train.txt"
+    corpus.write_text(lines[0] + "\n")
+    res = ov.overlap([corpus], {"wsc273": text})["wsc273"]
+    assert res["ngrams"] == len(ov.normalize(text)) - 7
+    assert 0 < res["percent"] < 5  # that one sentence's 8-grams, and nothing from JSON keys

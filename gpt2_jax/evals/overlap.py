@@ -141,6 +141,9 @@ def eval_set_text(task: str, data_dir: str | os.PathLike | None = None,
         return "\n".join(" ".join(q.context) + " " + q.query.replace("XXXXX", q.answer) for q in qs)
     if task == "coqa":
         return "\n".join(s.story + "\n" + "\n".join(s.questions) for s in readers.read_coqa(path, data_dir))
+    if task == "wsc273":  # the sentences with the right candidate, not the jsonl's keys
+        from gpt2_jax.evals.formats import read_wsc273
+        return "\n".join(f"{s.options[s.gold]} {s.continuation}" for s in read_wsc273(path, data_dir))
     if task in ("enwik8", "text8"):
         return readers.read_char_benchmark(task, path, data_dir).decode("utf-8", errors="replace")
     return readers.read_text(task, path, data_dir)
