@@ -1,6 +1,6 @@
 """The zero-shot suite (paper mode), gpt2_jax against a straightforward PyTorch eval, side by side:
 
-    GPT2_JAX_DATA_DIR=/work/shared/data python -m benchmarks.evals [--limits lambada=40,cbt_cn=1]
+    GPT2_JAX_DATA_DIR=../shared/data python -m benchmarks.evals [--limits lambada=40,cbt_cn=1]
         [--tasks lambada,wikitext2] [--size 124m|tiny] [--markdown BENCHMARKS.md] [--json out.json]
 
 Every task with data here runs through the library's own `runner.run_task` twice: with gpt2_jax's

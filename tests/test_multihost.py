@@ -34,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOTAL = 20  # tiny_test's total_steps
 MESH = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
 TRAIN = MESH + ["console=false", "log_every=1"]
+DUMP = ["data.dump_batches=3"]  # the 2-process job also dumps its first global batches
 JOB = TRAIN + ["eval_after_training=['lambada']", "job.eval_limit=16", "job.prompts=['ROMEO:', 'JULIET:']"]
 EVAL = ["--tasks=lambada", "--limit=16", "--batch-size=8"]
 FLAGS = {"experiments": ("--coordinator_address", "--num_processes", "--process_id"),
@@ -216,7 +217,7 @@ def jobs(tools, tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
     one = _main(tools, "job_1x8", root / "one", JOB, processes=1, mode="job", record=root / "one_batches")
     two = Launch(tools, "job_2x4", ["-m", "experiments.main", "--experiment=tiny_test", f"--workdir={root / 'two'}",
-                                    *[f"--config.{o}" for o in JOB]], processes=2)
+                                    *[f"--config.{o}" for o in JOB + DUMP]], processes=2)
     outs = one.wait_ok() + two.wait_ok()
     return {"root": root, "one": root / "one", "two": root / "two", "outputs": outs,
             "batches": _batches(root / "one_batches")}
@@ -231,6 +232,11 @@ def test_job_on_two_processes_equals_one_process(jobs):
     want = _losses(one)
     assert sorted(want) == list(range(1, TOTAL + 1))
     np.testing.assert_allclose([_losses(two)[s] for s in want], list(want.values()), rtol=1e-5)
+    # the dumped global batches (gathered from both processes) are the ones one process consumed
+    dumped = sorted((two / "batches").glob("step_*.npy"))
+    assert [d.name for d in dumped] == [f"step_{i:06d}.npy" for i in (1, 2, 3)]
+    for i, d in enumerate(dumped, 1):
+        np.testing.assert_array_equal(np.load(d)[:, :-1], jobs["batches"][i])
     # ... the same zero-shot results (timings aside) and the same samples
     r1 = json.loads((one / "eval" / "results.json").read_text())
     r2 = json.loads((two / "eval" / "results.json").read_text())
