@@ -168,8 +168,15 @@ class _Watchdog:
     def after_error(self, reason: str) -> None:
         """This process failed with `reason`: say whether a peer stopped first (a dead peer often
         surfaces here as a collective error, e.g. "Connection closed by peer"), tell the peers, exit 1."""
-        time.sleep(3 * self.interval)  # time for a live peer to beat twice more
-        cause = self.verdict(stale_after=2.5 * self.interval)
+        # A peer killed just now is seen silent only once its last observed beat is 2.5 s old, and
+        # that observation lags its beat by up to a poll (more under load): look for up to 8 s. A
+        # live peer beats every second, so it is never that silent.
+        cause = None
+        for _ in range(8):
+            time.sleep(self.interval)
+            cause = self.verdict(stale_after=2.5 * self.interval)
+            if cause is not None:
+                break
         self.report_failure(reason)
         self.die(f"{cause}; this process then failed ({reason[:300]}). {_RERUN}" if cause else
                  f"this process failed ({reason[:300]}); its peers stop too.")
