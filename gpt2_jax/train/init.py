@@ -60,7 +60,8 @@ def pad_vocab(wte_VD: np.ndarray, vocab_size: int) -> np.ndarray:
     MEAN of the existing rows, not zeros: the tied head gives a padded id the logit h·mean(wte) =
     the mean of the real logits, well below their log-sum-exp, so the padded ids take a sliver of
     probability. A zero row would give them logit 0, far above GPT-2's typical (large negative)
-    logits, and swamp the softmax at step 1. (HF's resize_token_embeddings also starts from the mean.)"""
+    logits, and swamp the softmax at step 1.
+    (HF's resize_token_embeddings samples its new rows around the same mean.)"""
     extra = vocab_size - wte_VD.shape[0]
     mean = wte_VD.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
     return np.concatenate([wte_VD, np.repeat(mean, extra, axis=0)], axis=0)
